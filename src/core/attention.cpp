@@ -1,0 +1,59 @@
+// attend(): argument checking shared by every kernel, and the choice of kernel.
+#include "attnkit/attention.hpp"
+
+#include <fmt/format.h>
+
+#include "attnkit/reference.hpp"
+
+namespace attnkit {
+
+Kernel parse_kernel(std::string_view name) {
+  if (name == "auto") return Kernel::automatic;
+  if (name == "ref") return Kernel::ref;
+  throw Error(fmt::format("kernel '{}' is not one of auto, ref", name));
+}
+
+std::string_view kernel_name(Kernel k) { return k == Kernel::ref ? "ref" : "auto"; }
+
+namespace {
+void expect_dims(const TensorView& t, std::initializer_list<int64_t> want, const char* name, const char* layout) {
+  const std::vector<int64_t> w(want);
+  check(t.rank() == static_cast<int>(w.size()) && t.shape() == w, [&] {
+    return fmt::format("{} must have shape {} = [{}], got {}", name, layout, fmt::join(w, ", "), t.shape_string());
+  });
+}
+}  // namespace
+
+AttnProblem prepare_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                              const AttendOptions& opts, const MutTensorView& o, const MutTensorView& lse) {
+  const AttnShape s = AttnShape::from_views(q, k, v, opts.scale);
+  expect_dims(o, {s.batch, s.q_heads, s.q_len, s.d_v}, "o", "[B, Hq, Nq, Dv]");
+  if (lse.rank() != 0) expect_dims(lse, {s.batch, s.q_heads, s.q_len}, "lse", "[B, Hq, Nq]");
+  check(std::isfinite(opts.softcap) && opts.softcap >= 0,
+        [&] { return fmt::format("softcap ({}) must be finite and >= 0 (0 disables it)", opts.softcap); });
+  check(opts.alibi_slopes.empty() || static_cast<int64_t>(opts.alibi_slopes.size()) == s.q_heads, [&] {
+    return fmt::format("alibi_slopes has {} entries; it must be empty or have one per query head ({})",
+                       opts.alibi_slopes.size(), s.q_heads);
+  });
+  for (double slope : opts.alibi_slopes)
+    check(std::isfinite(slope), [&] { return fmt::format("alibi slope ({}) must be finite", slope); });
+  return {s, opts.pattern.bind(s.q_len, s.kv_len)};
+}
+
+void attend_into(const TensorView& q, const TensorView& k, const TensorView& v, const AttendOptions& opts,
+                 const MutTensorView& o, const MutTensorView& lse) {
+  switch (opts.kernel) {
+    case Kernel::automatic:
+    case Kernel::ref: attention_reference(q, k, v, opts, o, lse); return;
+  }
+}
+
+Output attend(const TensorView& q, const TensorView& k, const TensorView& v, const AttendOptions& opts,
+              DType o_dtype) {
+  const AttnShape s = AttnShape::from_views(q, k, v, opts.scale);
+  Output out{Tensor(o_dtype, {s.batch, s.q_heads, s.q_len, s.d_v}), Tensor(DType::f32, {s.batch, s.q_heads, s.q_len})};
+  attend_into(q, k, v, opts, out.o.mut(), out.lse.mut());
+  return out;
+}
+
+}  // namespace attnkit

@@ -49,6 +49,10 @@ Output attend(const TensorView& q, const TensorView& k, const TensorView& v, con
 void attend_into(const TensorView& q, const TensorView& k, const TensorView& v, const AttendOptions& opts,
                  const MutTensorView& o, const MutTensorView& lse);
 
+// The standard ALiBi slopes of Press et al.: 2^(-8 (h + 1) / H) for H a power of two; for
+// other H, those of the nearest lower power of two followed by every other slope of twice it.
+std::vector<double> alibi_slopes(int64_t heads);
+
 // The checked description of one call, shared by every kernel: validates shapes, output
 // views and options and binds the pattern. Throws Error naming the argument.
 struct AttnProblem {

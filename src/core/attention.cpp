@@ -15,6 +15,21 @@ Kernel parse_kernel(std::string_view name) {
 
 std::string_view kernel_name(Kernel k) { return k == Kernel::ref ? "ref" : "auto"; }
 
+std::vector<double> alibi_slopes(int64_t heads) {
+  check(heads >= 1 && heads <= 1 << 16, [&] { return fmt::format("alibi: heads ({}) must be in [1, 65536]", heads); });
+  auto geometric = [](int64_t n) {
+    std::vector<double> s;
+    for (int64_t h = 0; h < n; ++h) s.push_back(std::exp2(-8.0 * double(h + 1) / double(n)));
+    return s;
+  };
+  int64_t pow2 = 1;
+  while (pow2 * 2 <= heads) pow2 *= 2;
+  std::vector<double> slopes = geometric(pow2);
+  const std::vector<double> extra = geometric(2 * pow2);
+  for (int64_t i = 0; static_cast<int64_t>(slopes.size()) < heads; ++i) slopes.push_back(extra[static_cast<size_t>(2 * i)]);
+  return slopes;
+}
+
 namespace {
 void expect_dims(const TensorView& t, std::initializer_list<int64_t> want, const char* name, const char* layout) {
   const std::vector<int64_t> w(want);

@@ -289,3 +289,20 @@ TEST(ReferenceAttention, BadInputNamesTheArgument) {
 
 }  // namespace
 }  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+TEST(Alibi, StandardSlopes) {
+  const std::vector<double> s8 = alibi_slopes(8);
+  EXPECT_DOUBLE_EQ(s8[0], 0.5);
+  EXPECT_DOUBLE_EQ(s8[7], 1.0 / 256);
+  const std::vector<double> s12 = alibi_slopes(12);  // 8 slopes of 8, then 1st, 3rd, ... of 16
+  ASSERT_EQ(s12.size(), 12u);
+  EXPECT_DOUBLE_EQ(s12[8], std::exp2(-0.5));
+  EXPECT_DOUBLE_EQ(s12[9], std::exp2(-1.5));
+  EXPECT_THROW(alibi_slopes(0), Error);
+}
+
+}  // namespace
+}  // namespace attnkit

@@ -47,7 +47,9 @@ TEST(Pattern, DerivedQueriesAgreeWithAllowExhaustively) {
         std::vector<bool> listed(static_cast<size_t>(nk), false);
         for (size_t i = 0; i < iv.size(); ++i) {
           ASSERT_LT(iv[i].begin, iv[i].end);
-          if (i) ASSERT_GT(iv[i].begin, iv[i - 1].end) << "intervals must be disjoint and non-adjacent";
+          if (i) {
+            ASSERT_GT(iv[i].begin, iv[i - 1].end) << "intervals must be disjoint and non-adjacent";
+          }
           for (int64_t k = iv[i].begin; k < iv[i].end; ++k) listed[static_cast<size_t>(k)] = true;
         }
         int64_t row = 0;

@@ -1,0 +1,323 @@
+// KV-cache byte accounting: validation, the per-format formulas of kv_size.hpp, the
+// layout comparison and the published presets. Not for: allocating caches.
+#include "attnkit/kv_size.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "attnkit/error.hpp"
+#include "attnkit/shape.hpp"
+#include "core/checked_math.hpp"
+
+namespace attnkit {
+
+using detail::check_range;
+using detail::checked_add;
+using detail::checked_mul;
+
+std::string_view kv_storage_name(KvStorage s) {
+  switch (s) {
+    case KvStorage::f32: return "f32";
+    case KvStorage::bf16: return "bf16";
+    case KvStorage::f16: return "f16";
+    case KvStorage::int8: return "int8";
+    case KvStorage::int4: return "int4";
+  }
+  return "?";
+}
+
+KvStorage parse_kv_storage(std::string_view name) {
+  for (KvStorage s : {KvStorage::f32, KvStorage::bf16, KvStorage::f16, KvStorage::int8, KvStorage::int4})
+    if (name == kv_storage_name(s)) return s;
+  throw Error(fmt::format("dtype '{}' is not one of f32, bf16, f16, int8, int4", name));
+}
+
+void KvConfig::validate() const {
+  check_range(layers, 1, kMaxKvLayers, "layers");
+  check_range(q_heads, 1, kMaxKvHeads, "q_heads");
+  check_range(kv_heads, 1, q_heads, "kv_heads");
+  check(q_heads % kv_heads == 0, [&] {
+    return fmt::format("q_heads ({}) must be a multiple of kv_heads ({})", q_heads, kv_heads);
+  });
+  check_range(head_dim, 1, kMaxHeadDim, "head_dim");
+  check_range(v_head_dim, 0, kMaxHeadDim, "v_head_dim");
+  check_range(context, 1, kMaxSeqLen, "context");
+  check_range(batch, 1, kMaxKvBatch, "batch");
+  if (window) check_range(*window, 1, kMaxSeqLen, "window");
+  check_range(sinks, 0, kMaxSeqLen, "sinks");
+  check(sinks == 0 || window.has_value(), [&] {
+    return fmt::format("sinks ({}) need a window: without one the whole context is kept", sinks);
+  });
+  check_range(mla_latent, 0, kMaxHeadDim, "mla_latent");
+  check_range(mla_rope, 0, kMaxHeadDim, "mla_rope");
+  check(mla_rope == 0 || mla_latent > 0,
+        [&] { return fmt::format("mla_rope ({}) needs mla_latent > 0", mla_rope); });
+  check(mla_latent + mla_rope <= kMaxHeadDim, [&] {
+    return fmt::format("mla_latent + mla_rope ({} + {}) exceeds the head-dim limit {}", mla_latent, mla_rope,
+                       kMaxHeadDim);
+  });
+  check_range(group, 1, kMaxKvGroup, "group");
+  check_range(residual, 0, kMaxSeqLen, "residual");
+  if (storage == KvStorage::int4) {
+    // Two 4-bit codes share a byte along the channel axis, so a head vector must pair up.
+    auto even = [](int64_t w, const char* what) {
+      check(w % 2 == 0, [&] { return fmt::format("{} ({}) must be even for int4 storage (two codes per byte)", what, w); });
+    };
+    if (is_mla()) {
+      even(mla_latent + mla_rope, "mla_latent + mla_rope");
+    } else {
+      even(head_dim, "head_dim");
+      even(effective_v_head_dim(), "v_head_dim");
+    }
+  }
+}
+
+int64_t KvConfig::tokens_held() const {
+  // window + sinks <= 2 * kMaxSeqLen: no overflow.
+  return window ? std::min(context, *window + sinks) : context;
+}
+
+namespace {
+
+// The cached streams of one layer, per token per sequence (kv_size.hpp, "Streams").
+struct Streams {
+  int64_t hk, wk, hv, wv;
+};
+
+Streams streams_of(const KvConfig& c) {
+  if (c.is_mla()) return {1, c.mla_latent + c.mla_rope, 0, 0};
+  return {c.kv_heads, c.head_dim, c.kv_heads, c.effective_v_head_dim()};
+}
+
+constexpr std::string_view kLayerWhat = "KV cache bytes per layer";
+
+// Bytes of one layer, one sequence, with `quantized` tokens in the quantized format and
+// `plain` tokens at `plain_bytes` per element (the f16 residual of int4, or every token
+// of a float format). The one place the formulas of kv_size.hpp are written down.
+KvBytes layer_bytes_split(const KvConfig& c, int64_t quantized, int64_t plain, int64_t plain_bytes) {
+  const Streams s = streams_of(c);
+  auto mul = [](int64_t a, int64_t b, std::string_view factor) { return checked_mul(a, b, kLayerWhat, factor); };
+  auto add = [](int64_t a, int64_t b, std::string_view term) { return checked_add(a, b, kLayerWhat, term); };
+  // Elements of a stream over n tokens: n * heads * width.
+  auto elems = [&](int64_t n, int64_t heads, int64_t width) {
+    return mul(mul(n, heads, "kv_heads"), width, "head_dim");
+  };
+  KvBytes b;
+  b.k = mul(elems(plain, s.hk, s.wk), plain_bytes, "dtype size");
+  b.v = mul(elems(plain, s.hv, s.wv), plain_bytes, "dtype size");
+  switch (c.storage) {
+    case KvStorage::f32:
+    case KvStorage::bf16:
+    case KvStorage::f16: break;
+    case KvStorage::int8:
+      b.k = add(b.k, elems(quantized, s.hk, s.wk), "int8 K codes");
+      b.v = add(b.v, elems(quantized, s.hv, s.wv), "int8 V codes");
+      // One f16 scale per token per head, for K and for V.
+      b.overhead = mul(mul(quantized, s.hk + s.hv, "kv_heads"), 2, "f16 scale size");
+      break;
+    case KvStorage::int4: {
+      // Widths are even (validated), so the half-byte counts are whole.
+      b.k = add(b.k, elems(quantized, s.hk, s.wk) / 2, "int4 K codes");
+      b.v = add(b.v, elems(quantized, s.hv, s.wv) / 2, "int4 V codes");
+      // f16 scale + f16 zero = 4 bytes per group: K per channel per G tokens, V per token
+      // per ceil(wv / G) channels.
+      const int64_t k_groups = elems(quantized / c.group, s.hk, s.wk);
+      const int64_t v_groups = elems(quantized, s.hv, (s.wv + c.group - 1) / c.group);
+      b.overhead = mul(add(k_groups, v_groups, "V groups"), 4, "f16 scale + zero size");
+      break;
+    }
+  }
+  add(add(b.k, b.v, "V bytes"), b.overhead, "scale/zero bytes");  // total() must fit too
+  return b;
+}
+
+int64_t float_bytes(KvStorage s) {
+  switch (s) {
+    case KvStorage::f32: return 4;
+    case KvStorage::bf16:
+    case KvStorage::f16: return 2;
+    case KvStorage::int8:
+    case KvStorage::int4: return 0;  // not a float format
+  }
+  return 0;
+}
+
+// Quantized / plain split of `tokens` held tokens: {Q, F, bytes per plain element}.
+struct Split {
+  int64_t quantized, plain, plain_bytes;
+};
+
+Split split_tokens(const KvConfig& c, int64_t tokens) {
+  switch (c.storage) {
+    case KvStorage::int8: return {tokens, 0, 0};
+    case KvStorage::int4: {
+      const int64_t q = std::max<int64_t>(tokens - c.residual, 0) / c.group * c.group;
+      return {q, tokens - q, 2};
+    }
+    default: return {0, tokens, float_bytes(c.storage)};
+  }
+}
+
+}  // namespace
+
+KvBytes kv_layer_bytes(const KvConfig& cfg, int64_t tokens) {
+  cfg.validate();
+  check_range(tokens, 0, kMaxSeqLen, "tokens");
+  const Split s = split_tokens(cfg, tokens);
+  return layer_bytes_split(cfg, s.quantized, s.plain, s.plain_bytes);
+}
+
+double kv_bytes_per_token_per_layer(const KvConfig& cfg) {
+  cfg.validate();
+  if (cfg.storage == KvStorage::int4)
+    return static_cast<double>(layer_bytes_split(cfg, cfg.group, 0, 2).total()) / static_cast<double>(cfg.group);
+  const Split s = split_tokens(cfg, 1);
+  return static_cast<double>(layer_bytes_split(cfg, s.quantized, s.plain, s.plain_bytes).total());
+}
+
+KvSize kv_size(const KvConfig& cfg) {
+  cfg.validate();
+  KvSize out;
+  out.tokens_held = cfg.tokens_held();
+  const Split s = split_tokens(cfg, out.tokens_held);
+  out.quantized_tokens = s.quantized;
+  out.residual_tokens = cfg.storage == KvStorage::int4 ? s.plain : 0;
+  out.per_layer = layer_bytes_split(cfg, s.quantized, s.plain, s.plain_bytes);
+  // Check the total once; each part is no larger, so scaling the parts cannot overflow.
+  constexpr std::string_view what = "KV cache total bytes";
+  checked_mul(checked_mul(out.per_layer.total(), cfg.layers, what, fmt::format("layers ({})", cfg.layers)),
+              cfg.batch, what, fmt::format("batch ({})", cfg.batch));
+  const int64_t n = cfg.layers * cfg.batch;
+  out.all = {out.per_layer.k * n, out.per_layer.v * n, out.per_layer.overhead * n};
+  out.bytes_per_token_per_layer = kv_bytes_per_token_per_layer(cfg);
+  return out;
+}
+
+std::vector<KvCompareRow> kv_compare(const KvConfig& cfg) {
+  cfg.validate();
+  // Rows share everything but the layout: no window, no MLA unless the row adds it.
+  KvConfig base = cfg;
+  base.window.reset();
+  base.sinks = 0;
+  base.mla_latent = base.mla_rope = 0;
+
+  std::vector<KvCompareRow> rows;
+  auto add_row = [&](std::string label, const KvConfig& c) {
+    KvCompareRow r;
+    r.label = std::move(label);
+    r.config = c;
+    r.size = kv_size(c);
+    r.bytes_per_token = r.size.bytes_per_token_per_layer * static_cast<double>(c.layers);
+    const bool same_layout = c.is_mla() ? (cfg.mla_latent == c.mla_latent && cfg.mla_rope == c.mla_rope)
+                                        : (!cfg.is_mla() && cfg.kv_heads == c.kv_heads);
+    r.matches_input = same_layout && cfg.window == c.window && cfg.sinks == c.sinks;
+    rows.push_back(std::move(r));
+  };
+  auto with_kv_heads = [&](int64_t kv) {
+    KvConfig c = base;
+    c.kv_heads = kv;
+    return c;
+  };
+
+  add_row("MHA", with_kv_heads(cfg.q_heads));
+  std::vector<int64_t> gqa;
+  for (int64_t kv : {cfg.kv_heads, int64_t{8}, int64_t{4}})
+    if (kv > 1 && kv < cfg.q_heads && cfg.q_heads % kv == 0 && std::find(gqa.begin(), gqa.end(), kv) == gqa.end())
+      gqa.push_back(kv);
+  std::sort(gqa.rbegin(), gqa.rend());
+  for (int64_t kv : gqa) add_row(fmt::format("GQA kv={} (g={})", kv, cfg.q_heads / kv), with_kv_heads(kv));
+  add_row("MQA", with_kv_heads(1));
+
+  KvConfig mla = base;
+  mla.mla_latent = cfg.is_mla() ? cfg.mla_latent : 512;  // DeepSeek-V2's kv_lora_rank
+  mla.mla_rope = cfg.is_mla() ? cfg.mla_rope : 64;       // and qk_rope_head_dim
+  add_row(fmt::format("MLA {}+{}", mla.mla_latent, mla.mla_rope), mla);
+
+  KvConfig swa = base;
+  swa.window = cfg.window.value_or(4096);  // Mistral-7B's window
+  swa.sinks = cfg.sinks;
+  add_row(fmt::format("SWA W={} kv={}{}", *swa.window, swa.kv_heads,
+                      swa.sinks ? fmt::format(" +{} sinks", swa.sinks) : std::string()),
+          swa);
+
+  const double mha = static_cast<double>(rows.front().size.all.total());
+  for (auto& r : rows) r.ratio_vs_mha = static_cast<double>(r.size.all.total()) / mha;
+  return rows;
+}
+
+namespace {
+
+KvConfig make(std::string name, int64_t layers, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+              int64_t context, KvStorage storage) {
+  KvConfig c;
+  c.name = std::move(name);
+  c.layers = layers;
+  c.q_heads = q_heads;
+  c.kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.context = context;
+  c.storage = storage;
+  return c;
+}
+
+std::vector<KvPreset> build_presets() {
+  using enum KvStorage;
+  std::vector<KvPreset> p;
+  // Storage is each config.json's torch_dtype; head_dim = hidden_size / num_attention_heads.
+  p.push_back({make("llama2-7b", 32, 32, 32, 128, 4096, f16),
+               "meta-llama/Llama-2-7b-hf config.json (Touvron et al. 2023)"});
+  p.push_back({make("llama2-13b", 40, 40, 40, 128, 4096, f16),
+               "meta-llama/Llama-2-13b-hf config.json (hidden 5120)"});
+  p.push_back({make("llama2-70b", 80, 64, 8, 128, 4096, f16),
+               "meta-llama/Llama-2-70b-hf config.json (hidden 8192, GQA)"});
+  // config.json's max_position_embeddings is 32768; the paper trained at 8192 tokens.
+  KvConfig mistral = make("mistral-7b", 32, 32, 8, 128, 32768, bf16);
+  mistral.window = 4096;
+  p.push_back({mistral, "mistralai/Mistral-7B-v0.1 config.json (sliding_window 4096; Jiang et al. 2023)"});
+  p.push_back({make("llama3-8b", 32, 32, 8, 128, 8192, bf16), "meta-llama/Meta-Llama-3-8B config.json"});
+  p.push_back({make("llama3-70b", 80, 64, 8, 128, 8192, bf16), "meta-llama/Meta-Llama-3-70B config.json"});
+  // Same shape as llama3-8b with RoPE scaling to 128K positions: the long-context case.
+  p.push_back({make("llama3.1-8b", 32, 32, 8, 128, 131072, bf16), "meta-llama/Llama-3.1-8B config.json"});
+  // The MHA form has 128 heads of d_qk = 128 nope + 64 rope and d_v = 128, which the
+  // comparison rows use; the MLA cache holds kv_lora_rank + qk_rope_head_dim per token.
+  // config.json's max_position_embeddings is 163840; the paper states a 128K context.
+  KvConfig dsv2 = make("deepseek-v2", 60, 128, 128, 192, 131072, bf16);
+  dsv2.v_head_dim = 128;
+  dsv2.mla_latent = 512;
+  dsv2.mla_rope = 64;
+  p.push_back({dsv2, "deepseek-ai/DeepSeek-V2 config.json (kv_lora_rank 512, qk_rope_head_dim 64; arXiv:2405.04434)"});
+  // hidden_size 4544 / 71 heads = 64; multi_query: one KV head; 2048 tokens per the model card.
+  p.push_back({make("falcon-7b", 32, 71, 1, 64, 2048, bf16), "tiiuae/falcon-7b config.json (multi_query)"});
+  return p;
+}
+
+}  // namespace
+
+std::span<const KvPreset> kv_presets() {
+  static const std::vector<KvPreset> presets = build_presets();
+  return presets;
+}
+
+KvConfig kv_preset(std::string_view name) {
+  std::vector<std::string_view> names;
+  for (const KvPreset& p : kv_presets()) {
+    if (p.config.name == name) return p.config;
+    names.push_back(p.config.name);
+  }
+  throw Error(fmt::format("unknown preset '{}'; available: {}", name, fmt::join(names, ", ")));
+}
+
+std::string format_bytes(double bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (std::abs(bytes) >= 1024 && u + 1 < static_cast<int>(std::size(kUnits))) {
+    bytes /= 1024;
+    ++u;
+  }
+  if (u == 0 && bytes == std::floor(bytes)) return fmt::format("{} B", static_cast<int64_t>(bytes));
+  return fmt::format("{:.2f} {}", bytes, kUnits[u]);
+}
+
+}  // namespace attnkit

@@ -14,6 +14,7 @@
 #include "attnkit/error.hpp"
 #include "attnkit/kv_size.hpp"
 #include "command.hpp"
+#include "kv_report.hpp"
 
 namespace attnkit::cli {
 namespace {
@@ -251,4 +252,10 @@ std::function<int()> setup(CLI::App& sub) {
 ATTNKIT_COMMAND("kv-size", "KV-cache memory: exact bytes per token, per layer and in total", setup);
 
 }  // namespace
+
+void print_kv_comparison(const KvConfig& c) {
+  fmt::print("{}\n", layout_line(c));
+  print_compare(c, kv_compare(c));
+}
+
 }  // namespace attnkit::cli

@@ -1,0 +1,130 @@
+// attnkit bench: times attention kernels on a standard sweep and reports milliseconds,
+// GFLOP/s on the pairs each pattern visits, and the KV-cache memory comparison.
+// Not for: micro-benchmarks of single loops (bench/ holds the Google Benchmark suites).
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <nlohmann/json.hpp>
+
+#include "attnkit/attention.hpp"
+#include "attnkit/flops.hpp"
+#include "attnkit/kv_size.hpp"
+#include "command.hpp"
+#include "kv_report.hpp"
+
+namespace attnkit::cli {
+namespace {
+
+// One benchmark case: the shape, pattern and input type of one attention call.
+struct BenchCase {
+  std::string pattern;
+  AttnShape shape;
+  DType dtype = DType::f32;
+};
+
+std::vector<BenchCase> sweep(bool quick) {
+  const int64_t n = quick ? 512 : 1024;
+  auto make = [&](const std::string& p, int64_t hq, int64_t hkv, int64_t d) {
+    AttnShape s;
+    s.batch = 1, s.q_heads = hq, s.kv_heads = hkv, s.q_len = n, s.kv_len = n, s.d_qk = d, s.d_v = d;
+    return BenchCase{p, s};
+  };
+  return {make("none", 8, 8, 64),
+          make("causal", 8, 8, 64),
+          make("causal", 8, 2, 64),
+          make(fmt::format("window:{},0", n / 8), 8, 8, 64),
+          make(fmt::format("longformer:w={},global=0", n / 16), 8, 8, 64),
+          make(fmt::format("bigbird:block={},window=3,global=1,random=2", n / 16), 8, 8, 64),
+          make(fmt::format("strided:stride={}", n / 16), 8, 8, 64)};
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+struct BenchArgs {
+  bool quick = false;
+  std::string json, kernel = "ref", preset = "llama3-8b";
+  int reps = 0;
+};
+
+nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
+  Tensor q(c.dtype, {c.shape.batch, c.shape.q_heads, c.shape.q_len, c.shape.d_qk});
+  Tensor k(c.dtype, {c.shape.batch, c.shape.kv_heads, c.shape.kv_len, c.shape.d_qk});
+  Tensor v(c.dtype, {c.shape.batch, c.shape.kv_heads, c.shape.kv_len, c.shape.d_v});
+  for (Tensor* t : {&q, &k, &v}) {
+    uint64_t state = 0x2545F4914F6CDD1Dull ^ t->nbytes();
+    for (int64_t i = 0; i < t->numel(); ++i) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      t->mut().store(i, double(state >> 40) / double(1 << 24) - 0.5);
+    }
+  }
+  AttendOptions opts;
+  opts.pattern = Pattern::parse(c.pattern);
+  opts.kernel = kernel;
+  Tensor o(DType::f32, {c.shape.batch, c.shape.q_heads, c.shape.q_len, c.shape.d_v});
+  Tensor lse(DType::f32, {c.shape.batch, c.shape.q_heads, c.shape.q_len});
+  std::vector<double> ms;
+  for (int r = 0; r <= reps; ++r) {  // the first run warms caches and is not counted
+    const auto t0 = std::chrono::steady_clock::now();
+    attend_into(q.view(), k.view(), v.view(), opts, o.mut(), lse.mut());
+    const auto t1 = std::chrono::steady_clock::now();
+    if (r > 0) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  const AttnWork work = count_work(c.shape, opts.pattern.bind(c.shape.q_len, c.shape.kv_len));
+  const double med = median(ms);
+  return {{"op", "attention_fwd"},    {"kernel", kernel_name(kernel)},  {"pattern", opts.pattern.to_string()},
+          {"dtype", dtype_name(c.dtype)}, {"B", c.shape.batch},         {"Hq", c.shape.q_heads},
+          {"Hkv", c.shape.kv_heads},  {"Nq", c.shape.q_len},            {"Nkv", c.shape.kv_len},
+          {"Dqk", c.shape.d_qk},      {"Dv", c.shape.d_v},              {"threads", omp_get_max_threads()},
+          {"reps", reps},             {"median_ms", med},               {"min_ms", *std::min_element(ms.begin(), ms.end())},
+          {"visited_fraction", work.visited_fraction()}, {"gflop", work.flops * 1e-9},
+          {"gflops", work.flops * 1e-9 / (med * 1e-3)}};
+}
+
+int run(const BenchArgs& a) {
+  const Kernel kernel = parse_kernel(a.kernel);
+  const int reps = a.reps > 0 ? a.reps : (a.quick ? 3 : 5);
+  check(reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", reps); });
+  nlohmann::json records = nlohmann::json::array();
+  fmt::print("attention forward, kernel={}, {} threads, median of {} runs\n", kernel_name(kernel), omp_get_max_threads(), reps);
+  fmt::print("{:<52} {:>6} {:>9} {:>9} {:>10} {:>8}\n", "pattern", "Hq/Hkv", "N", "visited", "median ms", "GFLOP/s");
+  for (const BenchCase& c : sweep(a.quick)) {
+    nlohmann::json r = time_case(c, kernel, reps);
+    fmt::print("{:<52} {:>6} {:>9} {:>8.1f}% {:>10.2f} {:>8.2f}\n", r["pattern"].get<std::string>(),
+               fmt::format("{}/{}", c.shape.q_heads, c.shape.kv_heads), c.shape.q_len,
+               100 * r["visited_fraction"].get<double>(), r["median_ms"].get<double>(), r["gflops"].get<double>());
+    std::fflush(stdout);
+    records.push_back(std::move(r));
+  }
+  fmt::print("\n");
+  fmt::print("KV-cache memory of {} at its full context, by head layout:\n", a.preset);
+  print_kv_comparison(kv_preset(a.preset));
+  if (!a.json.empty()) {
+    std::ofstream f(a.json);
+    check(static_cast<bool>(f), [&] { return fmt::format("--json: cannot open '{}' for writing", a.json); });
+    f << records.dump(2) << "\n";
+    check(static_cast<bool>(f), [&] { return fmt::format("--json: writing '{}' failed", a.json); });
+  }
+  return 0;
+}
+
+ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GFLOP/s and the KV-memory comparison",
+                [](CLI::App& sub) -> std::function<int()> {
+                  auto a = std::make_shared<BenchArgs>();
+                  sub.add_flag("--quick", a->quick, "a short sweep (a few seconds)");
+                  sub.add_option("--json", a->json, "write one JSON record per case to this file");
+                  sub.add_option("--kernel", a->kernel, "auto | ref")->capture_default_str();
+                  sub.add_option("--reps", a->reps, "timed runs per case (default 3 with --quick, else 5)");
+                  sub.add_option("--preset", a->preset, "model preset of the KV-memory comparison")->capture_default_str();
+                  return [a] { return run(*a); };
+                });
+
+}  // namespace
+}  // namespace attnkit::cli

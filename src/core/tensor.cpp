@@ -1,6 +1,7 @@
 // Element types, their conversions, and the strided view / owning tensor.
 #include "attnkit/tensor.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -88,16 +89,22 @@ double round_to(DType t, double x) {
 }
 
 int64_t checked_numel(const std::vector<int64_t>& shape, size_t elem_bytes, std::string_view arg) {
+  // The product of the non-zero dimensions must fit too: strides are built from it even
+  // when another dimension is 0.
   const int64_t limit = std::numeric_limits<int64_t>::max() / static_cast<int64_t>(elem_bytes);
-  int64_t n = 1;
+  int64_t nonzero = 1;
+  bool empty = false;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0) throw Error(fmt::format("{}: dimension {} is negative ({})", arg, i, shape[i]));
-    if (shape[i] != 0 && n > limit / shape[i])
-      throw Error(fmt::format("{}: shape {} overflows the addressable byte count", arg,
-                              fmt::join(shape, "x")));
-    n *= shape[i];
+    if (shape[i] == 0) {
+      empty = true;
+      continue;
+    }
+    if (nonzero > limit / shape[i])
+      throw Error(fmt::format("{}: shape ({}) overflows the addressable byte count", arg, fmt::join(shape, ", ")));
+    nonzero *= shape[i];
   }
-  return n;
+  return empty ? 0 : nonzero;
 }
 
 void TensorView::init(const int64_t* shape, int rank, const int64_t* strides, int n_strides) {
@@ -113,10 +120,11 @@ void TensorView::init(const int64_t* shape, int rank, const int64_t* strides, in
   if (n_strides) {
     for (int i = 0; i < rank; ++i) strides_[i] = strides[i];
   } else {
+    checked_numel(std::vector<int64_t>(shape, shape + rank), dtype_size(dtype_), "tensor");
     int64_t s = 1;
     for (int i = rank - 1; i >= 0; --i) {
       strides_[i] = s;
-      s *= shape_[i];
+      s *= std::max<int64_t>(shape_[i], 1);
     }
   }
   for (int i = rank; i < kMaxRank; ++i) {

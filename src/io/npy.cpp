@@ -302,20 +302,9 @@ class HeaderParser {
       throw Error(fmt::format("{}: .npy shape {} has rank {}; attnkit tensors have rank 1 to {}", label_,
                               shape_text(shape), shape.size(), kMaxRank));
     const size_t elem = dtype_size(h.dtype);
+    // checked_numel also requires the non-zero dimensions to fit on their own, as numpy
+    // does: (0, 2**40, 2**40) would otherwise overflow a stride.
     h.data_bytes = static_cast<uint64_t>(checked_numel(shape, elem, label_)) * elem;
-    // A zero-size array still gets strides from its other dimensions (TensorView computes
-    // them as products), so, as numpy does, the non-zero dimensions must fit on their own:
-    // (0, 2**40, 2**40) would otherwise overflow a stride.
-    const int64_t limit = std::numeric_limits<int64_t>::max() / static_cast<int64_t>(elem);
-    int64_t nonzero_product = 1;
-    for (int64_t d : shape) {
-      if (d == 0) continue;
-      if (nonzero_product > limit / d)
-        throw Error(fmt::format("{}: .npy shape {} overflows: its non-zero dimensions alone exceed the addressable "
-                                "byte count",
-                                label_, shape_text(shape)));
-      nonzero_product *= d;
-    }
     h.shape = std::move(shape);
     return h;
   }

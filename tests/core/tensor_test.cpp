@@ -51,6 +51,9 @@ TEST(TensorView, StridesAddressTransposedMemory) {
 TEST(Tensor, OverflowingShapeIsAnError) {
   EXPECT_THROW(Tensor(DType::f32, {int64_t{1} << 40, int64_t{1} << 40}), Error);
   EXPECT_THROW(Tensor(DType::f32, {2, -1}), Error);
+  // A zero dimension does not excuse the others from fitting: strides are built from them.
+  EXPECT_THROW(Tensor(DType::f32, {0, int64_t{1} << 40, int64_t{1} << 40}), Error);
+  EXPECT_EQ(Tensor(DType::f32, {0, 3}).numel(), 0);
   EXPECT_THROW(parse_dtype("f8"), Error);
 }
 

@@ -14,16 +14,7 @@ namespace {
 
 using testing::max_abs_diff;
 using testing::random_tensor;
-
-Tensor slice_keys(const Tensor& t, int64_t begin, int64_t end) {
-  const auto& s = t.shape();
-  Tensor out(t.dtype(), {s[0], s[1], end - begin, s[3]});
-  for (int64_t b = 0; b < s[0]; ++b)
-    for (int64_t h = 0; h < s[1]; ++h)
-      for (int64_t n = begin; n < end; ++n)
-        for (int64_t c = 0; c < s[3]; ++c) out.mut().set(t.view().get(b, h, n, c), b, h, n - begin, c);
-  return out;
-}
+using testing::slice_keys;
 
 TEST(Merge, SplitKvMergedEqualsOnePassForEveryPattern) {
   const int64_t B = 2, Hq = 4, Hkv = 2, Nq = 13, Nk = 29, D = 8;

@@ -15,6 +15,7 @@ namespace {
 
 using testing::max_abs_diff;
 using testing::random_tensor;
+using testing::slice_keys;
 
 struct Result {
   Tensor o, lse, probs;
@@ -113,17 +114,6 @@ TEST(ReferenceAttention, GqaEqualsMhaWithRepeatedKv) {
   const Tensor k1 = random_tensor({1, 1, 6, 4}, 10), v1 = random_tensor({1, 1, 6, 4}, 11);
   const Tensor q4 = random_tensor({1, 4, 6, 4}, 12);
   EXPECT_NO_THROW(run_ref(q4, k1, v1));
-}
-
-// Copies keys [begin, end) of a [B, H, N, D] tensor.
-Tensor slice_keys(const Tensor& t, int64_t begin, int64_t end) {
-  const auto& s = t.shape();
-  Tensor out(t.dtype(), {s[0], s[1], end - begin, s[3]});
-  for (int64_t b = 0; b < s[0]; ++b)
-    for (int64_t h = 0; h < s[1]; ++h)
-      for (int64_t n = begin; n < end; ++n)
-        for (int64_t c = 0; c < s[3]; ++c) out.mut().set(t.view().get(b, h, n, c), b, h, n - begin, c);
-  return out;
 }
 
 Tensor slice_row(const Tensor& t, int64_t i) {

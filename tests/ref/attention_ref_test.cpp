@@ -84,7 +84,9 @@ TEST(ReferenceAttention, RowsOfPSumToOneAndRespectThePattern) {
       double sum = 0;
       for (int64_t j = 0; j < 19; ++j) {
         const double p = r.probs.view().get(1, 1, i, j);
-        if (!b.allow(i, j)) EXPECT_EQ(p, 0.0) << text;
+        if (!b.allow(i, j)) {
+          EXPECT_EQ(p, 0.0) << text;
+        }
         sum += p;
       }
       EXPECT_NEAR(sum, 1.0, 1e-12) << text << " row " << i;

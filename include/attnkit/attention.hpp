@@ -21,10 +21,11 @@
 namespace attnkit {
 
 enum class Kernel : uint8_t {
-  automatic,  // the fastest kernel that covers the call
+  automatic,  // the fastest kernel that covers the call (today: flash)
+  flash,      // tiled online-softmax kernel with SIMD and threads (src/cpu)
   ref,        // the plain-loop f64 oracle (src/ref)
 };
-Kernel parse_kernel(std::string_view name);  // "auto", "ref"; throws Error
+Kernel parse_kernel(std::string_view name);  // "auto", "flash", "ref"; throws Error
 std::string_view kernel_name(Kernel k);
 
 struct AttendOptions {

@@ -4,16 +4,25 @@
 #include <fmt/format.h>
 
 #include "attnkit/reference.hpp"
+#include "cpu/flash.hpp"
 
 namespace attnkit {
 
 Kernel parse_kernel(std::string_view name) {
   if (name == "auto") return Kernel::automatic;
   if (name == "ref") return Kernel::ref;
-  throw Error(fmt::format("kernel '{}' is not one of auto, ref", name));
+  if (name == "flash") return Kernel::flash;
+  throw Error(fmt::format("kernel '{}' is not one of auto, flash, ref", name));
 }
 
-std::string_view kernel_name(Kernel k) { return k == Kernel::ref ? "ref" : "auto"; }
+std::string_view kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::ref: return "ref";
+    case Kernel::flash: return "flash";
+    case Kernel::automatic: break;
+  }
+  return "auto";
+}
 
 std::vector<double> alibi_slopes(int64_t heads) {
   check(heads >= 1 && heads <= 1 << 16, [&] { return fmt::format("alibi: heads ({}) must be in [1, 65536]", heads); });
@@ -59,6 +68,7 @@ void attend_into(const TensorView& q, const TensorView& k, const TensorView& v, 
                  const MutTensorView& o, const MutTensorView& lse) {
   switch (opts.kernel) {
     case Kernel::automatic:
+    case Kernel::flash: flash::flash_forward(q, k, v, opts, o, lse); return;
     case Kernel::ref: attention_reference(q, k, v, opts, o, lse); return;
   }
 }

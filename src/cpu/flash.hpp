@@ -1,0 +1,87 @@
+// Internal interface of the flash forward kernel: the SIMD tile operations (flash_simd.cpp,
+// compiled once per Highway target and dispatched at run time) and the driver
+// (flash_fwd.cpp) that walks tiles, packs queries and merges split-KV partials.
+//
+// Layout ("transposed" tiles). A query tile packs R rows: the g query heads that share a
+// KV head times Bm query positions, r = head_in_group * Bm + position_in_tile, padded to
+// Rp (a multiple of the row block). Tiles are stored row-minor so SIMD lanes run over
+// query rows:
+//   Qt [Dqk][Rp]   queries, pre-multiplied by the softmax scale
+//   St [Bc][Rp]    scores of one KV tile, then (in place) the probabilities P
+//   Ot [Dv][Rp]    the running, unnormalised output
+//   m, l [Rp]      running max and running sum per row
+// With lanes along rows, the online-softmax max and sum are element-wise across the Bc
+// key rows, and K[j][c], V[j][c] are broadcast straight from the caller's memory.
+#pragma once
+
+#include <cstdint>
+
+namespace attnkit::flash {
+
+constexpr int64_t kBlockKeys = 64;  // Bc: keys per KV tile
+
+// K and V rows of one tile, in f32: key j's row starts at k + j * k_stride.
+struct KvRows {
+  const float* k;
+  int64_t k_stride;
+  const float* v;
+  int64_t v_stride;
+  int64_t width;  // keys in this tile (<= kBlockKeys)
+};
+
+// Per-row data of the mask of a Partial tile: `levels` half-open intervals per row, in
+// key offsets relative to the tile start, lo[t * rp + r] .. hi[t * rp + r].
+struct TileMask {
+  const float* lo;
+  const float* hi;
+  int64_t levels;
+};
+
+// Score modifiers, applied to scaled scores in natural units.
+struct ScoreMods {
+  float softcap = 0;             // c > 0: s = c * tanh(s / c)
+  const float* alibi = nullptr;  // [Rp] ALiBi slope per row, or null: s -= slope |pos - j|
+  const float* pos = nullptr;    // [Rp] query position minus the tile's first key
+};
+
+struct SimdOps {
+  // Rows per SIMD vector for the compiled target (16 for f32 on AVX-512).
+  int64_t (*lanes)();
+  // St[j][r] = sum_c K[j][c] Qt[c][r] for j < width; rows j >= width are not written.
+  void (*scores)(const float* qt, int64_t rp, int64_t dqk, const KvRows& kv, float* st);
+  void (*apply_mods)(float* st, int64_t rp, int64_t width, const ScoreMods& mods);
+  void (*apply_mask)(float* st, int64_t rp, int64_t width, const TileMask& mask);
+  // m_new = max(m, max_j St); alpha = e^(m - m_new); St = e^(St - m_new);
+  // l = alpha l + sum_j St; m = m_new. Rows with no finite score keep m = -inf, P = 0.
+  void (*online_softmax)(float* st, int64_t rp, int64_t width, float* m, float* l, float* alpha);
+  // Ot[c][r] = alpha[r] Ot[c][r] + sum_j V[j][c] Pt[j][r].
+  void (*accumulate)(float* ot, int64_t rp, int64_t dv, const float* alpha, const float* pt, const KvRows& kv);
+  // dst[i] = float(src[i]) for bf16 / f16 sources (bit patterns in uint16).
+  void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  const char* target;  // Highway target name, e.g. "AVX3"
+};
+
+// The ops of the best target Highway's dispatch picks now (honours hwy::DisableTargets).
+SimdOps simd_ops();
+
+}  // namespace attnkit::flash
+
+#include "attnkit/attention.hpp"
+
+namespace attnkit::flash {
+
+// Tuning knobs; defaults are what the benchmarks chose (see flash_fwd.cpp).
+struct FlashConfig {
+  int64_t packed_rows = 64;  // target query rows per tile (g heads x Bm positions)
+  // Split-KV: when fewer than this many (batch, kv head, query tile) items exist, each
+  // item's key tiles are split into chunks merged by LSE. Depends on the shape only, so
+  // results are bitwise identical whatever the thread count.
+  int64_t min_work_items = 32;
+};
+
+// The flash forward kernel behind attend(); arguments as attend_into().
+void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v, const AttendOptions& opts,
+                   const MutTensorView& o, const MutTensorView& lse, const FlashConfig& config = {});
+
+}  // namespace attnkit::flash

@@ -1,0 +1,289 @@
+// The flash forward kernel's driver: FlashAttention's tiling on the CPU. Queries are
+// split into tiles that pack the g heads sharing a KV head; each tile walks the KV tiles
+// its pattern lists (Empty tiles never touched), keeping a running max and sum per row,
+// so the n x n score matrix never exists. Work items (batch x KV head x query tile, and
+// key chunks under split-KV) are spread over OpenMP threads; each thread owns a
+// workspace of a few tiles. The arithmetic lives in flash_simd.cpp.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include <hwy/aligned_allocator.h>
+#include <omp.h>
+
+#include "attnkit/merge.hpp"
+#include "cpu/flash.hpp"
+
+namespace attnkit::flash {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+struct Plan {
+  AttnShape s;
+  BoundPattern pattern;
+  int64_t group, bm, rows, rp, splits;
+  TileList tiles;
+  float q_scale;  // applied while packing Qt
+};
+
+struct WorkItem {
+  int64_t b, hk, q_tile, split;
+  int64_t first, last;  // entries of tiles.row(q_tile) this item walks
+};
+
+// Per-thread buffers: a handful of tiles, independent of the sequence lengths.
+struct Workspace {
+  hwy::AlignedFreeUniquePtr<float[]> qt, st, ot, m, l, alpha, k_rows, v_rows, pos, pos_rel, slopes;
+  hwy::AlignedFreeUniquePtr<float[]> lo_aligned, hi_aligned;  // mask levels, grown on demand
+  int64_t mask_capacity = 0;
+  std::vector<std::vector<KeyInterval>> row_keys;
+  std::vector<size_t> cursor;
+
+  Workspace(const Plan& p) {
+    const AttnShape& s = p.s;
+    qt = hwy::AllocateAligned<float>(s.d_qk * p.rp);
+    st = hwy::AllocateAligned<float>(kBlockKeys * p.rp);
+    ot = hwy::AllocateAligned<float>(s.d_v * p.rp);
+    m = hwy::AllocateAligned<float>(p.rp);
+    l = hwy::AllocateAligned<float>(p.rp);
+    alpha = hwy::AllocateAligned<float>(p.rp);
+    k_rows = hwy::AllocateAligned<float>(kBlockKeys * s.d_qk);
+    v_rows = hwy::AllocateAligned<float>(kBlockKeys * s.d_v);
+    pos = hwy::AllocateAligned<float>(p.rp);
+    pos_rel = hwy::AllocateAligned<float>(p.rp);
+    slopes = hwy::AllocateAligned<float>(p.rp);
+    row_keys.resize(static_cast<size_t>(p.bm));
+    cursor.resize(static_cast<size_t>(p.bm));
+  }
+  void reserve_mask(int64_t floats) {
+    if (floats <= mask_capacity) return;
+    mask_capacity = std::max(floats, 2 * mask_capacity);
+    lo_aligned = hwy::AllocateAligned<float>(mask_capacity);
+    hi_aligned = hwy::AllocateAligned<float>(mask_capacity);
+  }
+};
+
+// K or V rows [j0, j0 + width) of (b, hk) as f32 rows: the caller's memory when it already
+// is contiguous f32, else converted into `scratch`.
+const float* rows_f32(const SimdOps& ops, const TensorView& t, int64_t b, int64_t hk, int64_t j0, int64_t width,
+                      float* scratch, int64_t& stride) {
+  const int64_t dim = t.size(3);
+  if (t.stride(3) == 1 && t.dtype() == DType::f32) {
+    stride = t.stride(2);
+    return static_cast<const float*>(t.data()) + t.offset(b, hk, j0, 0);
+  }
+  stride = dim;
+  for (int64_t j = 0; j < width; ++j) {
+    float* dst = scratch + j * dim;
+    const int64_t off = t.offset(b, hk, j0 + j, 0);
+    if (t.stride(3) == 1 && t.dtype() == DType::bf16) {
+      ops.bf16_to_f32(static_cast<const uint16_t*>(t.data()) + off, dst, dim);
+    } else if (t.stride(3) == 1 && t.dtype() == DType::f16) {
+      ops.f16_to_f32(static_cast<const uint16_t*>(t.data()) + off, dst, dim);
+    } else {
+      for (int64_t c = 0; c < dim; ++c) dst[c] = static_cast<float>(t.load(off + c * t.stride(3)));
+    }
+  }
+  return scratch;
+}
+
+// Fills the mask levels of a Partial tile: for each query position of the tile, the key
+// intervals that overlap [k0, k0 + width), relative to k0, copied to its g packed rows.
+TileMask build_mask(const Plan& p, Workspace& w, int64_t q0, int64_t k0, int64_t width) {
+  int64_t levels = 0;
+  std::vector<std::pair<size_t, size_t>> spans(static_cast<size_t>(p.bm));
+  for (int64_t il = 0; il < p.bm; ++il) {
+    const auto& keys = w.row_keys[static_cast<size_t>(il)];
+    size_t& c = w.cursor[static_cast<size_t>(il)];
+    while (c < keys.size() && keys[c].end <= k0) ++c;  // tiles come in increasing order
+    size_t e = c;
+    while (e < keys.size() && keys[e].begin < k0 + width) ++e;
+    spans[static_cast<size_t>(il)] = {c, e};
+    levels = std::max<int64_t>(levels, static_cast<int64_t>(e - c));
+  }
+  w.reserve_mask(std::max<int64_t>(levels, 1) * p.rp);
+  float* lo = w.lo_aligned.get();
+  float* hi = w.hi_aligned.get();
+  std::fill(lo, lo + levels * p.rp, 0.0f);
+  std::fill(hi, hi + levels * p.rp, 0.0f);
+  for (int64_t il = 0; il < p.bm && q0 + il < p.s.q_len; ++il) {
+    const auto& keys = w.row_keys[static_cast<size_t>(il)];
+    const auto [c, e] = spans[static_cast<size_t>(il)];
+    for (size_t t = 0; t < e - c; ++t) {
+      const float a = static_cast<float>(std::max<int64_t>(keys[c + t].begin - k0, 0));
+      const float z = static_cast<float>(std::min<int64_t>(keys[c + t].end - k0, width));
+      for (int64_t hg = 0; hg < p.group; ++hg) {
+        lo[static_cast<int64_t>(t) * p.rp + hg * p.bm + il] = a;
+        hi[static_cast<int64_t>(t) * p.rp + hg * p.bm + il] = z;
+      }
+    }
+  }
+  return {lo, hi, levels};
+}
+
+// Packs the tile's queries into Qt [Dqk][Rp] (scaled), and its per-row positions/slopes.
+void pack_queries(const Plan& p, const TensorView& q, const AttendOptions& opts, const WorkItem& it, Workspace& w) {
+  const AttnShape& s = p.s;
+  const int64_t q0 = it.q_tile * p.bm;
+  std::fill(w.qt.get(), w.qt.get() + s.d_qk * p.rp, 0.0f);
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const int64_t h = it.hk * p.group + r / p.bm, i = q0 + r % p.bm;
+    w.pos[r] = static_cast<float>(i + s.causal_offset());
+    w.slopes[r] = opts.alibi_slopes.empty() ? 0.0f : static_cast<float>(opts.alibi_slopes[h]);
+    if (i >= s.q_len) continue;
+    for (int64_t c = 0; c < s.d_qk; ++c) w.qt[c * p.rp + r] = static_cast<float>(q.get(it.b, h, i, c)) * p.q_scale;
+  }
+  for (int64_t r = p.rows; r < p.rp; ++r) w.pos[r] = w.slopes[r] = 0.0f;
+}
+
+// One work item: the online-softmax recurrence over its KV tiles. Leaves the unnormalised
+// Ot and the row statistics m, l in the workspace.
+void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const TensorView& k, const TensorView& v,
+              const AttendOptions& opts, const WorkItem& it, Workspace& w) {
+  const AttnShape& s = p.s;
+  const int64_t q0 = it.q_tile * p.bm;
+  pack_queries(p, q, opts, it, w);
+  std::fill(w.m.get(), w.m.get() + p.rp, kNegInf);
+  std::fill(w.l.get(), w.l.get() + p.rp, 0.0f);
+  std::fill(w.ot.get(), w.ot.get() + s.d_v * p.rp, 0.0f);
+  for (int64_t il = 0; il < p.bm; ++il) {  // allowed keys per query position, for Partial tiles
+    w.cursor[static_cast<size_t>(il)] = 0;
+    auto& keys = w.row_keys[static_cast<size_t>(il)];
+    keys.clear();
+    if (q0 + il < s.q_len) p.pattern.keys(q0 + il, keys);
+  }
+  const bool has_mods = opts.softcap > 0 || !opts.alibi_slopes.empty();
+  const ScoreMods mods{static_cast<float>(opts.softcap), opts.alibi_slopes.empty() ? nullptr : w.slopes.get(),
+                       w.pos_rel.get()};
+
+  for (const TileRef& t : p.tiles.row(it.q_tile).subspan(static_cast<size_t>(it.first),
+                                                         static_cast<size_t>(it.last - it.first))) {
+    const int64_t k0 = t.kv_tile * kBlockKeys, width = std::min(kBlockKeys, s.kv_len - k0);
+    KvRows kv{};
+    kv.width = width;
+    kv.k = rows_f32(ops, k, it.b, it.hk, k0, width, w.k_rows.get(), kv.k_stride);
+    kv.v = rows_f32(ops, v, it.b, it.hk, k0, width, w.v_rows.get(), kv.v_stride);
+
+    ops.scores(w.qt.get(), p.rp, s.d_qk, kv, w.st.get());  // S = scale K Q^T
+    if (has_mods) {
+      for (int64_t r = 0; r < p.rp; ++r) w.pos_rel[r] = w.pos[r] - static_cast<float>(k0);
+      ops.apply_mods(w.st.get(), p.rp, width, mods);  // softcap, ALiBi
+    }
+    if (t.cls == TileClass::Partial) ops.apply_mask(w.st.get(), p.rp, width, build_mask(p, w, q0, k0, width));
+    ops.online_softmax(w.st.get(), p.rp, width, w.m.get(), w.l.get(), w.alpha.get());  // S -> P; m, l
+    ops.accumulate(w.ot.get(), p.rp, s.d_v, w.alpha.get(), w.st.get(), kv);           // O = alpha O + V^T P
+  }
+}
+
+// Row r of the item as (O row / l, LSE) in natural log; an empty row gives 0 and -inf.
+template <class Emit>
+void finish_rows(const Plan& p, const WorkItem& it, const Workspace& w, Emit&& emit) {
+  const int64_t q0 = it.q_tile * p.bm;
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const int64_t h = it.hk * p.group + r / p.bm, i = q0 + r % p.bm;
+    if (i >= p.s.q_len) continue;
+    const float l = w.l[r];
+    const bool empty = l == 0.0f;
+    const float inv = empty ? 0.0f : 1.0f / l;
+    const float row_lse = empty ? kNegInf : w.m[r] + std::log(l);
+    emit(r, h, i, inv, row_lse);
+  }
+}
+
+Plan make_plan(const AttnProblem& prob, const AttendOptions& opts, const FlashConfig& cfg, int64_t lanes) {
+  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 1, {}, 0};
+  const AttnShape& s = p.s;
+  p.group = s.group();
+  p.bm = std::clamp<int64_t>(cfg.packed_rows / p.group, 1, std::max<int64_t>(s.q_len, 1));
+  p.rows = p.group * p.bm;
+  p.rp = (p.rows + lanes - 1) / lanes * lanes;
+  p.tiles = p.pattern.tiles(p.bm, kBlockKeys);
+  p.q_scale = static_cast<float>(s.softmax_scale());
+  const int64_t items = s.batch * s.kv_heads * p.tiles.q_tiles;
+  if (items > 0 && items < cfg.min_work_items) p.splits = (cfg.min_work_items + items - 1) / items;
+  return p;
+}
+
+}  // namespace
+
+void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v, const AttendOptions& opts,
+                   const MutTensorView& o, const MutTensorView& lse, const FlashConfig& cfg) {
+  const AttnProblem prob = prepare_attention(q, k, v, opts, o, lse);
+  const SimdOps ops = simd_ops();
+  const Plan p = make_plan(prob, opts, cfg, ops.lanes());
+  const AttnShape& s = p.s;
+
+  // Work items, heaviest first so the dynamic schedule ends balanced (causal and
+  // windowed query tiles differ in cost). Under split-KV an item covers a key chunk.
+  std::vector<WorkItem> items;
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t hk = 0; hk < s.kv_heads; ++hk)
+      for (int64_t qt = 0; qt < p.tiles.q_tiles; ++qt) {
+        const int64_t n = static_cast<int64_t>(p.tiles.row(qt).size());
+        for (int64_t c = 0; c < p.splits; ++c) items.push_back({b, hk, qt, c, n * c / p.splits, n * (c + 1) / p.splits});
+      }
+  std::vector<size_t> order(items.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return items[a].last - items[a].first > items[b].last - items[b].first;
+  });
+
+  // Split-KV partials: normalised O [item][rows][Dv] and LSE [item][rows].
+  std::vector<float> part_o, part_lse;
+  if (p.splits > 1) {
+    part_o.resize(items.size() * static_cast<size_t>(p.rows * s.d_v));
+    part_lse.resize(items.size() * static_cast<size_t>(p.rows));
+  }
+
+#pragma omp parallel
+  {
+    Workspace w(p);
+#pragma omp for schedule(dynamic, 1)
+    for (size_t n = 0; n < order.size(); ++n) {
+      const size_t idx = order[n];
+      const WorkItem& it = items[idx];
+      run_item(p, ops, q, k, v, opts, it, w);
+      if (p.splits == 1) {
+        finish_rows(p, it, w, [&](int64_t r, int64_t h, int64_t i, float inv, float row_lse) {
+          for (int64_t c = 0; c < s.d_v; ++c) o.set(w.ot[c * p.rp + r] * inv, it.b, h, i, c);
+          if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
+        });
+      } else {
+        float* po = part_o.data() + idx * static_cast<size_t>(p.rows * s.d_v);
+        float* pl = part_lse.data() + idx * static_cast<size_t>(p.rows);
+        std::fill(pl, pl + p.rows, kNegInf);
+        finish_rows(p, it, w, [&](int64_t r, int64_t, int64_t, float inv, float row_lse) {
+          for (int64_t c = 0; c < s.d_v; ++c) po[r * s.d_v + c] = w.ot[c * p.rp + r] * inv;
+          pl[r] = row_lse;
+        });
+      }
+    }
+  }
+  if (p.splits == 1) return;
+
+  // Merge each item's chunks in chunk order (fixed, so the result does not depend on
+  // which thread ran which chunk).
+  std::vector<float> acc(static_cast<size_t>(s.d_v));
+  for (size_t first = 0; first < items.size(); first += static_cast<size_t>(p.splits)) {
+    const WorkItem& it = items[first];
+    const int64_t q0 = it.q_tile * p.bm;
+    for (int64_t r = 0; r < p.rows; ++r) {
+      const int64_t h = it.hk * p.group + r / p.bm, i = q0 + r % p.bm;
+      if (i >= s.q_len) continue;
+      float row_lse = kNegInf;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t c = 0; c < p.splits; ++c) {
+        const size_t idx = first + static_cast<size_t>(c);
+        merge_row(acc.data(), row_lse, part_o.data() + idx * static_cast<size_t>(p.rows * s.d_v) + r * s.d_v,
+                  part_lse[idx * static_cast<size_t>(p.rows) + static_cast<size_t>(r)], s.d_v);
+      }
+      for (int64_t c = 0; c < s.d_v; ++c) o.set(acc[static_cast<size_t>(c)], it.b, h, i, c);
+      if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
+    }
+  }
+}
+
+}  // namespace attnkit::flash

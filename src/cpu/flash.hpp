@@ -85,3 +85,27 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
                    const MutTensorView& o, const MutTensorView& lse, const FlashConfig& config = {});
 
 }  // namespace attnkit::flash
+
+namespace attnkit::flash {
+
+// Native bf16 dot products (AVX-512 BF16, vdpbf16ps) for bf16 Q, K, V: two bf16 products
+// accumulate into each f32 lane, so the unit of work is a pair along the reduction axis.
+//   Qt2 [ceil(Dqk/2)][Rp][2]  query pairs (Q[r][2c], Q[r][2c+1]), unscaled bf16
+//   P2  [Bc/2][Rp][2]         probability pairs along keys, rounded to bf16 (as
+//                             FlashAttention does before its PV product)
+//   V2  [Bc/2][Dv][2]         value pairs along keys
+// The scale is applied to S in f32, so Q keeps its exact bf16 values.
+struct Bf16Ops {
+  bool available = false;  // the CPU has avx512bf16 and AVX-512 is not disabled
+  // St[j][r] = scale * sum_c K[j][c] Q[r][c]; k rows are bf16 with row stride k_stride.
+  void (*scores)(const uint16_t* qt2, int64_t rp, int64_t dqk, const uint16_t* k, int64_t k_stride, int64_t width,
+                 float scale, float* st) = nullptr;
+  // Ot[c][r] = alpha[r] Ot[c][r] + sum_j V[j][c] P[j][r]; scratch holds P2 and V2
+  // (kBlockKeys * (Rp + Dv + 1) uint16).
+  void (*accumulate)(float* ot, int64_t rp, int64_t dv, const float* alpha, const float* pt, const uint16_t* v,
+                     int64_t v_stride, int64_t width, uint16_t* scratch) = nullptr;
+};
+
+Bf16Ops bf16_ops();
+
+}  // namespace attnkit::flash

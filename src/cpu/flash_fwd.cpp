@@ -26,7 +26,8 @@ struct Plan {
   BoundPattern pattern;
   int64_t group, bm, rows, rp, splits;
   TileList tiles;
-  float q_scale;  // applied while packing Qt
+  float q_scale;  // applied while packing Qt (f32 path) or to S (native bf16 path)
+  Bf16Ops bf16;   // native bf16 dot products, when every input is contiguous bf16
 };
 
 struct WorkItem {
@@ -38,6 +39,7 @@ struct WorkItem {
 struct Workspace {
   hwy::AlignedFreeUniquePtr<float[]> qt, st, ot, m, l, alpha, k_rows, v_rows, pos, pos_rel, slopes;
   hwy::AlignedFreeUniquePtr<float[]> lo_aligned, hi_aligned;  // mask levels, grown on demand
+  hwy::AlignedFreeUniquePtr<uint16_t[]> qt2, pv_pairs;            // native bf16 path
   int64_t mask_capacity = 0;
   std::vector<std::vector<KeyInterval>> row_keys;
   std::vector<size_t> cursor;
@@ -55,6 +57,10 @@ struct Workspace {
     pos = hwy::AllocateAligned<float>(p.rp);
     pos_rel = hwy::AllocateAligned<float>(p.rp);
     slopes = hwy::AllocateAligned<float>(p.rp);
+    if (p.bf16.available) {
+      qt2 = hwy::AllocateAligned<uint16_t>((s.d_qk + 1) / 2 * 2 * p.rp);
+      pv_pairs = hwy::AllocateAligned<uint16_t>(kBlockKeys * (p.rp + s.d_v + 1));
+    }
     row_keys.resize(static_cast<size_t>(p.bm));
     cursor.resize(static_cast<size_t>(p.bm));
   }
@@ -88,6 +94,10 @@ const float* rows_f32(const SimdOps& ops, const TensorView& t, int64_t b, int64_
     }
   }
   return scratch;
+}
+
+const uint16_t* bf16_rows(const TensorView& t, int64_t b, int64_t hk, int64_t j0) {
+  return static_cast<const uint16_t*>(t.data()) + t.offset(b, hk, j0, 0);
 }
 
 // Fills the mask levels of a Partial tile: for each query position of the tile, the key
@@ -125,18 +135,44 @@ TileMask build_mask(const Plan& p, Workspace& w, int64_t q0, int64_t k0, int64_t
 }
 
 // Packs the tile's queries into Qt [Dqk][Rp] (scaled), and its per-row positions/slopes.
-void pack_queries(const Plan& p, const TensorView& q, const AttendOptions& opts, const WorkItem& it, Workspace& w) {
+// Each query row is first brought to f32 (in place when it already is), then scattered
+// into its column of Qt.
+void pack_queries(const Plan& p, const SimdOps& ops, const TensorView& q, const AttendOptions& opts,
+                  const WorkItem& it, Workspace& w) {
   const AttnShape& s = p.s;
   const int64_t q0 = it.q_tile * p.bm;
-  std::fill(w.qt.get(), w.qt.get() + s.d_qk * p.rp, 0.0f);
+  const int64_t pairs = (s.d_qk + 1) / 2;
+  if (p.bf16.available) {
+    std::fill(w.qt2.get(), w.qt2.get() + pairs * 2 * p.rp, uint16_t{0});
+  } else {
+    std::fill(w.qt.get(), w.qt.get() + s.d_qk * p.rp, 0.0f);
+  }
   for (int64_t r = 0; r < p.rows; ++r) {
     const int64_t h = it.hk * p.group + r / p.bm, i = q0 + r % p.bm;
     w.pos[r] = static_cast<float>(i + s.causal_offset());
     w.slopes[r] = opts.alibi_slopes.empty() ? 0.0f : static_cast<float>(opts.alibi_slopes[h]);
     if (i >= s.q_len) continue;
-    for (int64_t c = 0; c < s.d_qk; ++c) w.qt[c * p.rp + r] = static_cast<float>(q.get(it.b, h, i, c)) * p.q_scale;
+    if (p.bf16.available) {  // Qt2[c / 2][r][c % 2], the raw bf16 bits
+      const uint16_t* row = static_cast<const uint16_t*>(q.data()) + q.offset(it.b, h, i, 0);
+      for (int64_t c = 0; c < s.d_qk; ++c) w.qt2[((c / 2) * p.rp + r) * 2 + c % 2] = row[c];
+      continue;
+    }
+    int64_t unused_stride;
+    const float* row = rows_f32(ops, q, it.b, h, i, 1, w.k_rows.get(), unused_stride);
+    for (int64_t c = 0; c < s.d_qk; ++c) w.qt[c * p.rp + r] = row[c] * p.q_scale;
   }
   for (int64_t r = p.rows; r < p.rp; ++r) w.pos[r] = w.slopes[r] = 0.0f;
+}
+
+// Writes row r of the item, scaled by inv, to O[b, h, i, :].
+void write_row(const Plan& p, const Workspace& w, const MutTensorView& o, int64_t r, int64_t b, int64_t h, int64_t i,
+               float inv) {
+  if (o.dtype() == DType::f32 && o.stride(3) == 1) {
+    float* dst = static_cast<float*>(o.mutable_data()) + o.offset(b, h, i, 0);
+    for (int64_t c = 0; c < p.s.d_v; ++c) dst[c] = w.ot[c * p.rp + r] * inv;
+    return;
+  }
+  for (int64_t c = 0; c < p.s.d_v; ++c) o.set(w.ot[c * p.rp + r] * inv, b, h, i, c);
 }
 
 // One work item: the online-softmax recurrence over its KV tiles. Leaves the unnormalised
@@ -145,7 +181,7 @@ void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const Tens
               const AttendOptions& opts, const WorkItem& it, Workspace& w) {
   const AttnShape& s = p.s;
   const int64_t q0 = it.q_tile * p.bm;
-  pack_queries(p, q, opts, it, w);
+  pack_queries(p, ops, q, opts, it, w);
   std::fill(w.m.get(), w.m.get() + p.rp, kNegInf);
   std::fill(w.l.get(), w.l.get() + p.rp, 0.0f);
   std::fill(w.ot.get(), w.ot.get() + s.d_v * p.rp, 0.0f);
@@ -164,17 +200,26 @@ void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const Tens
     const int64_t k0 = t.kv_tile * kBlockKeys, width = std::min(kBlockKeys, s.kv_len - k0);
     KvRows kv{};
     kv.width = width;
-    kv.k = rows_f32(ops, k, it.b, it.hk, k0, width, w.k_rows.get(), kv.k_stride);
-    kv.v = rows_f32(ops, v, it.b, it.hk, k0, width, w.v_rows.get(), kv.v_stride);
-
-    ops.scores(w.qt.get(), p.rp, s.d_qk, kv, w.st.get());  // S = scale K Q^T
+    if (p.bf16.available) {
+      p.bf16.scores(w.qt2.get(), p.rp, s.d_qk, bf16_rows(k, it.b, it.hk, k0), k.stride(2), width, p.q_scale,
+                    w.st.get());  // S = scale K Q^T
+    } else {
+      kv.k = rows_f32(ops, k, it.b, it.hk, k0, width, w.k_rows.get(), kv.k_stride);
+      kv.v = rows_f32(ops, v, it.b, it.hk, k0, width, w.v_rows.get(), kv.v_stride);
+      ops.scores(w.qt.get(), p.rp, s.d_qk, kv, w.st.get());  // S = scale K Q^T
+    }
     if (has_mods) {
       for (int64_t r = 0; r < p.rp; ++r) w.pos_rel[r] = w.pos[r] - static_cast<float>(k0);
       ops.apply_mods(w.st.get(), p.rp, width, mods);  // softcap, ALiBi
     }
     if (t.cls == TileClass::Partial) ops.apply_mask(w.st.get(), p.rp, width, build_mask(p, w, q0, k0, width));
     ops.online_softmax(w.st.get(), p.rp, width, w.m.get(), w.l.get(), w.alpha.get());  // S -> P; m, l
-    ops.accumulate(w.ot.get(), p.rp, s.d_v, w.alpha.get(), w.st.get(), kv);           // O = alpha O + V^T P
+    if (p.bf16.available) {  // O = alpha O + V^T P
+      p.bf16.accumulate(w.ot.get(), p.rp, s.d_v, w.alpha.get(), w.st.get(), bf16_rows(v, it.b, it.hk, k0), v.stride(2),
+                        width, w.pv_pairs.get());
+    } else {
+      ops.accumulate(w.ot.get(), p.rp, s.d_v, w.alpha.get(), w.st.get(), kv);
+    }
   }
 }
 
@@ -193,8 +238,9 @@ void finish_rows(const Plan& p, const WorkItem& it, const Workspace& w, Emit&& e
   }
 }
 
-Plan make_plan(const AttnProblem& prob, const AttendOptions& opts, const FlashConfig& cfg, int64_t lanes) {
-  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 1, {}, 0};
+Plan make_plan(const AttnProblem& prob, const TensorView& q, const TensorView& k, const TensorView& v,
+               const AttendOptions& opts, const FlashConfig& cfg, int64_t lanes) {
+  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 1, {}, 0, {}};
   const AttnShape& s = p.s;
   p.group = s.group();
   p.bm = std::clamp<int64_t>(cfg.packed_rows / p.group, 1, std::max<int64_t>(s.q_len, 1));
@@ -202,6 +248,8 @@ Plan make_plan(const AttnProblem& prob, const AttendOptions& opts, const FlashCo
   p.rp = (p.rows + lanes - 1) / lanes * lanes;
   p.tiles = p.pattern.tiles(p.bm, kBlockKeys);
   p.q_scale = static_cast<float>(s.softmax_scale());
+  auto bf16_contiguous = [](const TensorView& t) { return t.dtype() == DType::bf16 && t.stride(3) == 1; };
+  if (bf16_contiguous(q) && bf16_contiguous(k) && bf16_contiguous(v)) p.bf16 = bf16_ops();
   const int64_t items = s.batch * s.kv_heads * p.tiles.q_tiles;
   if (items > 0 && items < cfg.min_work_items) p.splits = (cfg.min_work_items + items - 1) / items;
   return p;
@@ -213,7 +261,7 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
                    const MutTensorView& o, const MutTensorView& lse, const FlashConfig& cfg) {
   const AttnProblem prob = prepare_attention(q, k, v, opts, o, lse);
   const SimdOps ops = simd_ops();
-  const Plan p = make_plan(prob, opts, cfg, ops.lanes());
+  const Plan p = make_plan(prob, q, k, v, opts, cfg, ops.lanes());
   const AttnShape& s = p.s;
 
   // Work items, heaviest first so the dynamic schedule ends balanced (causal and
@@ -248,7 +296,7 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
       run_item(p, ops, q, k, v, opts, it, w);
       if (p.splits == 1) {
         finish_rows(p, it, w, [&](int64_t r, int64_t h, int64_t i, float inv, float row_lse) {
-          for (int64_t c = 0; c < s.d_v; ++c) o.set(w.ot[c * p.rp + r] * inv, it.b, h, i, c);
+          write_row(p, w, o, r, it.b, h, i, inv);
           if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
         });
       } else {

@@ -115,6 +115,13 @@ TEST(FlashForward, LowPrecisionInputs) {
     }
 }
 
+TEST(FlashForward, NativeBf16OddHeadDimsAndTiles) {
+  std::printf("native bf16 dot products: %s\n", flash::bf16_ops().available ? "yes" : "no (f32 path)");
+  for (auto [dqk, dv] : {std::pair{59, 59}, std::pair{1, 3}, std::pair{576, 512}, std::pair{128, 128}, std::pair{33, 17}})
+    for (const char* pattern : {"none", "causal", "longformer:w=4,d=3,global=2"})
+      expect_within_tolerance({1, 6, 2, 19, 67, dqk, dv, pattern, DType::bf16, 0.0, true});
+}
+
 TEST(FlashForward, ScoreModifiers) {
   for (const char* pattern : {"none", "causal", "window:9,2"}) {
     expect_within_tolerance({1, 4, 2, 33, 40, 32, 32, pattern, DType::f32, 0.0, true});

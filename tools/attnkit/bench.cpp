@@ -50,9 +50,21 @@ double median(std::vector<double> v) {
 
 struct BenchArgs {
   bool quick = false;
-  std::string json, kernel = "ref", preset = "llama3-8b";
+  std::string json, kernel = "auto", preset = "llama3-8b";
   int reps = 0;
+  // One custom case instead of the sweep, when --pattern is given.
+  std::string pattern, dtype = "f32";
+  int64_t batch = 1, q_heads = 32, kv_heads = 32, n = 4096, kv_n = 0, d = 128;
 };
+
+std::vector<BenchCase> cases_for(const BenchArgs& a) {
+  if (a.pattern.empty()) return sweep(a.quick);
+  BenchCase c{a.pattern, {}, parse_dtype(a.dtype)};
+  c.shape.batch = a.batch, c.shape.q_heads = a.q_heads, c.shape.kv_heads = a.kv_heads;
+  c.shape.q_len = a.n, c.shape.kv_len = a.kv_n > 0 ? a.kv_n : a.n, c.shape.d_qk = c.shape.d_v = a.d;
+  c.shape.validate();
+  return {c};
+}
 
 nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
   Tensor q(c.dtype, {c.shape.batch, c.shape.q_heads, c.shape.q_len, c.shape.d_qk});
@@ -60,9 +72,10 @@ nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
   Tensor v(c.dtype, {c.shape.batch, c.shape.kv_heads, c.shape.kv_len, c.shape.d_v});
   for (Tensor* t : {&q, &k, &v}) {
     uint64_t state = 0x2545F4914F6CDD1Dull ^ t->nbytes();
-    for (int64_t i = 0; i < t->numel(); ++i) {
+    const MutTensorView m = t->mut();
+    for (int64_t i = 0, n = t->numel(); i < n; ++i) {
       state = state * 6364136223846793005ull + 1442695040888963407ull;
-      t->mut().store(i, double(state >> 40) / double(1 << 24) - 0.5);
+      m.store(i, double(state >> 40) / double(1 << 24) - 0.5);
     }
   }
   AttendOptions opts;
@@ -95,7 +108,7 @@ int run(const BenchArgs& a) {
   nlohmann::json records = nlohmann::json::array();
   fmt::print("attention forward, kernel={}, {} threads, median of {} runs\n", kernel_name(kernel), omp_get_max_threads(), reps);
   fmt::print("{:<52} {:>6} {:>9} {:>9} {:>10} {:>8}\n", "pattern", "Hq/Hkv", "N", "visited", "median ms", "GFLOP/s");
-  for (const BenchCase& c : sweep(a.quick)) {
+  for (const BenchCase& c : cases_for(a)) {
     nlohmann::json r = time_case(c, kernel, reps);
     fmt::print("{:<52} {:>6} {:>9} {:>8.1f}% {:>10.2f} {:>8.2f}\n", r["pattern"].get<std::string>(),
                fmt::format("{}/{}", c.shape.q_heads, c.shape.kv_heads), c.shape.q_len,
@@ -103,9 +116,10 @@ int run(const BenchArgs& a) {
     std::fflush(stdout);
     records.push_back(std::move(r));
   }
-  fmt::print("\n");
-  fmt::print("KV-cache memory of {} at its full context, by head layout:\n", a.preset);
-  print_kv_comparison(kv_preset(a.preset));
+  if (a.pattern.empty()) {
+    fmt::print("\nKV-cache memory of {} at its full context, by head layout:\n", a.preset);
+    print_kv_comparison(kv_preset(a.preset));
+  }
   if (!a.json.empty()) {
     std::ofstream f(a.json);
     check(static_cast<bool>(f), [&] { return fmt::format("--json: cannot open '{}' for writing", a.json); });
@@ -120,7 +134,15 @@ ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GF
                   auto a = std::make_shared<BenchArgs>();
                   sub.add_flag("--quick", a->quick, "a short sweep (a few seconds)");
                   sub.add_option("--json", a->json, "write one JSON record per case to this file");
-                  sub.add_option("--kernel", a->kernel, "auto | ref")->capture_default_str();
+                  sub.add_option("--kernel", a->kernel, "auto | flash | ref")->capture_default_str();
+                  sub.add_option("--pattern", a->pattern, "time one case with this pattern instead of the sweep");
+                  sub.add_option("--dtype", a->dtype, "input type of the custom case: f32 | bf16 | f16")->capture_default_str();
+                  sub.add_option("--batch", a->batch, "custom case: batch")->capture_default_str();
+                  sub.add_option("--q-heads", a->q_heads, "custom case: query heads")->capture_default_str();
+                  sub.add_option("--kv-heads", a->kv_heads, "custom case: KV heads")->capture_default_str();
+                  sub.add_option("--n", a->n, "custom case: query length")->capture_default_str();
+                  sub.add_option("--kv-n", a->kv_n, "custom case: key length (default: --n)");
+                  sub.add_option("--d", a->d, "custom case: head dim (d_qk = d_v)")->capture_default_str();
                   sub.add_option("--reps", a->reps, "timed runs per case (default 3 with --quick, else 5)");
                   sub.add_option("--preset", a->preset, "model preset of the KV-memory comparison")->capture_default_str();
                   return [a] { return run(*a); };

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <omp.h>
@@ -12,6 +13,7 @@
 
 #include "attnkit/attention.hpp"
 #include "attnkit/flops.hpp"
+#include "attnkit/hwinfo.hpp"
 #include "attnkit/kv_size.hpp"
 #include "command.hpp"
 #include "kv_report.hpp"
@@ -52,7 +54,26 @@ struct BenchArgs {
   bool quick = false;
   std::string json, kernel = "ref", preset = "llama3-8b";
   int reps = 0;
+  bool no_peak = false;
 };
+
+// The peak a case's GFLOP/s is a fraction of (attnkit hwinfo, measured once per run): the
+// fp32 FMA peak, or for bf16 inputs the bf16 dot peak where the CPU has vdpbf16ps (elsewhere
+// bf16 is computed in fp32). nullopt with --no-peak.
+std::optional<double> peak_gflops(const std::optional<HwInfo>& hw, DType dtype) {
+  if (!hw) return std::nullopt;
+  return dtype == DType::bf16 && hw->has_avx512bf16 ? hw->bf16_dot_gflops : hw->fp32_fma_gflops;
+}
+
+void add_peak(nlohmann::json& r, std::optional<double> peak) {
+  const bool known = peak && *peak > 0;
+  r["peak_gflops"] = known ? nlohmann::json(*peak) : nlohmann::json(nullptr);
+  r["frac_peak"] = known ? nlohmann::json(r["gflops"].get<double>() / *peak) : nlohmann::json(nullptr);
+}
+
+std::string percent_of_peak(const nlohmann::json& r) {
+  return r["frac_peak"].is_null() ? "-" : fmt::format("{:.2f}%", 100 * r["frac_peak"].get<double>());
+}
 
 nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
   Tensor q(c.dtype, {c.shape.batch, c.shape.q_heads, c.shape.q_len, c.shape.d_qk});
@@ -93,13 +114,23 @@ int run(const BenchArgs& a) {
   const int reps = a.reps > 0 ? a.reps : (a.quick ? 3 : 5);
   check(reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", reps); });
   nlohmann::json records = nlohmann::json::array();
+  std::optional<HwInfo> hw;
+  if (!a.no_peak) hw = measure_hwinfo();
   fmt::print("attention forward, kernel={}, {} threads, median of {} runs\n", kernel_name(kernel), omp_get_max_threads(), reps);
-  fmt::print("{:<52} {:>6} {:>9} {:>9} {:>10} {:>8}\n", "pattern", "Hq/Hkv", "N", "visited", "median ms", "GFLOP/s");
+  if (hw)
+    fmt::print("peaks (attnkit hwinfo, {} threads): fp32 FMA {:.1f} GFLOP/s, bf16 dot {}, DRAM read {:.1f} GB/s\n",
+               hw->threads, hw->fp32_fma_gflops,
+               hw->has_avx512bf16 ? fmt::format("{:.1f} GFLOP/s", hw->bf16_dot_gflops) : std::string("unsupported"),
+               hw->dram_read_gbps);
+  fmt::print("{:<52} {:>6} {:>9} {:>9} {:>10} {:>8} {:>8}\n", "pattern", "Hq/Hkv", "N", "visited", "median ms", "GFLOP/s",
+             "% peak");
   for (const BenchCase& c : sweep(a.quick)) {
     nlohmann::json r = time_case(c, kernel, reps);
-    fmt::print("{:<52} {:>6} {:>9} {:>8.1f}% {:>10.2f} {:>8.2f}\n", r["pattern"].get<std::string>(),
+    add_peak(r, peak_gflops(hw, c.dtype));
+    fmt::print("{:<52} {:>6} {:>9} {:>8.1f}% {:>10.2f} {:>8.2f} {:>8}\n", r["pattern"].get<std::string>(),
                fmt::format("{}/{}", c.shape.q_heads, c.shape.kv_heads), c.shape.q_len,
-               100 * r["visited_fraction"].get<double>(), r["median_ms"].get<double>(), r["gflops"].get<double>());
+               100 * r["visited_fraction"].get<double>(), r["median_ms"].get<double>(), r["gflops"].get<double>(),
+               percent_of_peak(r));
     std::fflush(stdout);
     records.push_back(std::move(r));
   }
@@ -122,6 +153,7 @@ ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GF
                   sub.add_option("--json", a->json, "write one JSON record per case to this file");
                   sub.add_option("--kernel", a->kernel, "auto | ref")->capture_default_str();
                   sub.add_option("--reps", a->reps, "timed runs per case (default 3 with --quick, else 5)");
+                  sub.add_flag("--no-peak", a->no_peak, "skip measuring the machine's peaks (peak fields are null)");
                   sub.add_option("--preset", a->preset, "model preset of the KV-memory comparison")->capture_default_str();
                   return [a] { return run(*a); };
                 });

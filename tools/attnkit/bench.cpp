@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <omp.h>
@@ -12,6 +13,7 @@
 
 #include "attnkit/attention.hpp"
 #include "attnkit/flops.hpp"
+#include "attnkit/hwinfo.hpp"
 #include "attnkit/kv_size.hpp"
 #include "command.hpp"
 #include "kv_report.hpp"
@@ -55,6 +57,7 @@ struct BenchArgs {
   // One custom case instead of the sweep, when --pattern is given.
   std::string pattern, dtype = "f32";
   int64_t batch = 1, q_heads = 32, kv_heads = 32, n = 4096, kv_n = 0, d = 128;
+  bool no_peak = false;
 };
 
 std::vector<BenchCase> cases_for(const BenchArgs& a) {
@@ -64,6 +67,24 @@ std::vector<BenchCase> cases_for(const BenchArgs& a) {
   c.shape.q_len = a.n, c.shape.kv_len = a.kv_n > 0 ? a.kv_n : a.n, c.shape.d_qk = c.shape.d_v = a.d;
   c.shape.validate();
   return {c};
+}
+
+// The peak a case's GFLOP/s is a fraction of (attnkit hwinfo, measured once per run): the
+// fp32 FMA peak, or for bf16 inputs the bf16 dot peak where the CPU has vdpbf16ps (elsewhere
+// bf16 is computed in fp32). nullopt with --no-peak.
+std::optional<double> peak_gflops(const std::optional<HwInfo>& hw, DType dtype) {
+  if (!hw) return std::nullopt;
+  return dtype == DType::bf16 && hw->has_avx512bf16 ? hw->bf16_dot_gflops : hw->fp32_fma_gflops;
+}
+
+void add_peak(nlohmann::json& r, std::optional<double> peak) {
+  const bool known = peak && *peak > 0;
+  r["peak_gflops"] = known ? nlohmann::json(*peak) : nlohmann::json(nullptr);
+  r["frac_peak"] = known ? nlohmann::json(r["gflops"].get<double>() / *peak) : nlohmann::json(nullptr);
+}
+
+std::string percent_of_peak(const nlohmann::json& r) {
+  return r["frac_peak"].is_null() ? "-" : fmt::format("{:.2f}%", 100 * r["frac_peak"].get<double>());
 }
 
 nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
@@ -106,13 +127,23 @@ int run(const BenchArgs& a) {
   const int reps = a.reps > 0 ? a.reps : (a.quick ? 3 : 5);
   check(reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", reps); });
   nlohmann::json records = nlohmann::json::array();
+  std::optional<HwInfo> hw;
+  if (!a.no_peak) hw = measure_hwinfo();
   fmt::print("attention forward, kernel={}, {} threads, median of {} runs\n", kernel_name(kernel), omp_get_max_threads(), reps);
-  fmt::print("{:<52} {:>6} {:>9} {:>9} {:>10} {:>8}\n", "pattern", "Hq/Hkv", "N", "visited", "median ms", "GFLOP/s");
+  if (hw)
+    fmt::print("peaks (attnkit hwinfo, {} threads): fp32 FMA {:.1f} GFLOP/s, bf16 dot {}, DRAM read {:.1f} GB/s\n",
+               hw->threads, hw->fp32_fma_gflops,
+               hw->has_avx512bf16 ? fmt::format("{:.1f} GFLOP/s", hw->bf16_dot_gflops) : std::string("unsupported"),
+               hw->dram_read_gbps);
+  fmt::print("{:<52} {:>6} {:>9} {:>9} {:>10} {:>8} {:>8}\n", "pattern", "Hq/Hkv", "N", "visited", "median ms", "GFLOP/s",
+             "% peak");
   for (const BenchCase& c : cases_for(a)) {
     nlohmann::json r = time_case(c, kernel, reps);
-    fmt::print("{:<52} {:>6} {:>9} {:>8.1f}% {:>10.2f} {:>8.2f}\n", r["pattern"].get<std::string>(),
+    add_peak(r, peak_gflops(hw, c.dtype));
+    fmt::print("{:<52} {:>6} {:>9} {:>8.1f}% {:>10.2f} {:>8.2f} {:>8}\n", r["pattern"].get<std::string>(),
                fmt::format("{}/{}", c.shape.q_heads, c.shape.kv_heads), c.shape.q_len,
-               100 * r["visited_fraction"].get<double>(), r["median_ms"].get<double>(), r["gflops"].get<double>());
+               100 * r["visited_fraction"].get<double>(), r["median_ms"].get<double>(), r["gflops"].get<double>(),
+               percent_of_peak(r));
     std::fflush(stdout);
     records.push_back(std::move(r));
   }
@@ -144,6 +175,7 @@ ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GF
                   sub.add_option("--kv-n", a->kv_n, "custom case: key length (default: --n)");
                   sub.add_option("--d", a->d, "custom case: head dim (d_qk = d_v)")->capture_default_str();
                   sub.add_option("--reps", a->reps, "timed runs per case (default 3 with --quick, else 5)");
+                  sub.add_flag("--no-peak", a->no_peak, "skip measuring the machine's peaks (peak fields are null)");
                   sub.add_option("--preset", a->preset, "model preset of the KV-memory comparison")->capture_default_str();
                   return [a] { return run(*a); };
                 });

@@ -168,6 +168,10 @@ class BoundPattern {
   // Exact class of the rectangle rows [q0, q1) x keys [k0, k1), clipped to the bound sizes.
   TileClass classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const;
   TileList tiles(int64_t block_q, int64_t block_k) const;
+  // One query tile's row of tiles(): the non-empty kv tiles of rows
+  // [q_tile * block_q, (q_tile + 1) * block_q), in increasing order. Kernels build rows on
+  // the fly so no list proportional to all visited tiles is ever held.
+  void tile_row(int64_t q_tile, int64_t block_q, int64_t block_k, std::vector<TileRef>& out) const;
   // Number of allowed (q, k) pairs: the work an exact kernel cannot avoid.
   int64_t visited_pairs() const;
   // Allowed pairs in one row.

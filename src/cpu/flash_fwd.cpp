@@ -25,7 +25,8 @@ struct Plan {
   AttnShape s;
   BoundPattern pattern;
   int64_t group, bm, rows, rp, splits;
-  TileList tiles;
+  int64_t q_tiles;
+  std::vector<int64_t> tiles_per_row;  // non-empty kv tiles per query tile (rows are rebuilt on the fly)
   float q_scale;  // applied while packing Qt (f32 path) or to S (native bf16 path)
   Bf16Ops bf16;   // native bf16 dot products, when every input is contiguous bf16
 };
@@ -41,6 +42,7 @@ struct Workspace {
   hwy::AlignedFreeUniquePtr<float[]> lo_aligned, hi_aligned;  // mask levels, grown on demand
   hwy::AlignedFreeUniquePtr<uint16_t[]> qt2, pv_pairs;            // native bf16 path
   int64_t mask_capacity = 0;
+  std::vector<TileRef> tile_row;
   std::vector<std::vector<KeyInterval>> row_keys;
   std::vector<size_t> cursor;
 
@@ -195,8 +197,9 @@ void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const Tens
   const ScoreMods mods{static_cast<float>(opts.softcap), opts.alibi_slopes.empty() ? nullptr : w.slopes.get(),
                        w.pos_rel.get()};
 
-  for (const TileRef& t : p.tiles.row(it.q_tile).subspan(static_cast<size_t>(it.first),
-                                                         static_cast<size_t>(it.last - it.first))) {
+  p.pattern.tile_row(it.q_tile, p.bm, kBlockKeys, w.tile_row);
+  for (const TileRef& t : std::span(w.tile_row).subspan(static_cast<size_t>(it.first),
+                                                        static_cast<size_t>(it.last - it.first))) {
     const int64_t k0 = t.kv_tile * kBlockKeys, width = std::min(kBlockKeys, s.kv_len - k0);
     KvRows kv{};
     kv.width = width;
@@ -240,17 +243,22 @@ void finish_rows(const Plan& p, const WorkItem& it, const Workspace& w, Emit&& e
 
 Plan make_plan(const AttnProblem& prob, const TensorView& q, const TensorView& k, const TensorView& v,
                const AttendOptions& opts, const FlashConfig& cfg, int64_t lanes) {
-  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 1, {}, 0, {}};
+  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 1, 0, {}, 0, {}};
   const AttnShape& s = p.s;
   p.group = s.group();
   p.bm = std::clamp<int64_t>(cfg.packed_rows / p.group, 1, std::max<int64_t>(s.q_len, 1));
   p.rows = p.group * p.bm;
   p.rp = (p.rows + lanes - 1) / lanes * lanes;
-  p.tiles = p.pattern.tiles(p.bm, kBlockKeys);
+  p.q_tiles = (s.q_len + p.bm - 1) / p.bm;
+  std::vector<TileRef> row;
+  for (int64_t qt = 0; qt < p.q_tiles; ++qt) {
+    p.pattern.tile_row(qt, p.bm, kBlockKeys, row);
+    p.tiles_per_row.push_back(static_cast<int64_t>(row.size()));
+  }
   p.q_scale = static_cast<float>(s.softmax_scale());
   auto bf16_contiguous = [](const TensorView& t) { return t.dtype() == DType::bf16 && t.stride(3) == 1; };
   if (bf16_contiguous(q) && bf16_contiguous(k) && bf16_contiguous(v)) p.bf16 = bf16_ops();
-  const int64_t items = s.batch * s.kv_heads * p.tiles.q_tiles;
+  const int64_t items = s.batch * s.kv_heads * p.q_tiles;
   if (items > 0 && items < cfg.min_work_items) p.splits = (cfg.min_work_items + items - 1) / items;
   return p;
 }
@@ -269,8 +277,8 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
   std::vector<WorkItem> items;
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t hk = 0; hk < s.kv_heads; ++hk)
-      for (int64_t qt = 0; qt < p.tiles.q_tiles; ++qt) {
-        const int64_t n = static_cast<int64_t>(p.tiles.row(qt).size());
+      for (int64_t qt = 0; qt < p.q_tiles; ++qt) {
+        const int64_t n = p.tiles_per_row[static_cast<size_t>(qt)];
         for (int64_t c = 0; c < p.splits; ++c) items.push_back({b, hk, qt, c, n * c / p.splits, n * (c + 1) / p.splits});
       }
   std::vector<size_t> order(items.size());

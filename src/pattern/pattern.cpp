@@ -193,6 +193,45 @@ TileClass BoundPattern::classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1)
   return allowed == (q1 - q0) * (k1 - k0) ? TileClass::Full : TileClass::Partial;
 }
 
+void BoundPattern::tile_row(int64_t q_tile, int64_t block_q, int64_t block_k, std::vector<TileRef>& out) const {
+  check(block_q >= 1 && block_k >= 1,
+        [&] { return fmt::format("tiles: block sizes ({}, {}) must be >= 1", block_q, block_k); });
+  out.clear();
+  const int64_t q0 = q_tile * block_q, q1 = std::min(q_len_, q0 + block_q);
+  if (q0 >= q1) return;
+  auto width = [&](int64_t kt) { return std::min(block_k, kv_len_ - kt * block_k); };
+
+  if (impl_->is_window()) {
+    // The rows' key hull is [lo(first row), hi(last row)); classify each tile in it in O(1).
+    const auto& w = static_cast<const WindowImpl&>(*impl_);
+    const int64_t lo = w.lo(impl_->position(q0)), hi = w.hi(impl_->position(q1 - 1));
+    for (int64_t kt = lo / block_k; lo < hi && kt * block_k < hi; ++kt) {
+      const TileClass c = w.classify(q0, q1, kt * block_k, kt * block_k + width(kt));
+      if (c != TileClass::Empty) out.push_back({kt, c});
+    }
+    return;
+  }
+
+  // Interval kinds: count the allowed pairs each kv tile receives from the rows of the query
+  // tile; a tile is Full when it receives rows x width. Cost: rows x (intervals + tiles hit).
+  std::vector<int64_t> count(static_cast<size_t>((kv_len_ + block_k - 1) / block_k), 0);
+  std::vector<int64_t> touched;
+  std::vector<KeyInterval> iv;
+  for (int64_t q = q0; q < q1; ++q) {
+    keys(q, iv);
+    for (const KeyInterval& i : iv)
+      for (int64_t kt = i.begin / block_k; kt * block_k < i.end; ++kt) {
+        if (count[static_cast<size_t>(kt)] == 0) touched.push_back(kt);
+        count[static_cast<size_t>(kt)] += std::min(i.end, (kt + 1) * block_k) - std::max(i.begin, kt * block_k);
+      }
+  }
+  std::sort(touched.begin(), touched.end());
+  for (int64_t kt : touched) {
+    const bool full = count[static_cast<size_t>(kt)] == (q1 - q0) * width(kt);
+    out.push_back({kt, full ? TileClass::Full : TileClass::Partial});
+  }
+}
+
 TileList BoundPattern::tiles(int64_t block_q, int64_t block_k) const {
   check(block_q >= 1 && block_k >= 1,
         [&] { return fmt::format("tiles: block sizes ({}, {}) must be >= 1", block_q, block_k); });
@@ -203,47 +242,10 @@ TileList BoundPattern::tiles(int64_t block_q, int64_t block_k) const {
   t.kv_tiles = (kv_len_ + block_k - 1) / block_k;
   t.offsets.reserve(static_cast<size_t>(t.q_tiles) + 1);
   t.offsets.push_back(0);
-  auto width = [&](int64_t kt) { return std::min(block_k, kv_len_ - kt * block_k); };
-
-  if (impl_->is_window()) {
-    // The rows' key hull is [lo(first row), hi(last row)); classify each tile in it in O(1).
-    const auto& w = static_cast<const WindowImpl&>(*impl_);
-    for (int64_t qt = 0; qt < t.q_tiles; ++qt) {
-      const int64_t q0 = qt * block_q, q1 = std::min(q_len_, q0 + block_q);
-      const int64_t lo = w.lo(impl_->position(q0)), hi = w.hi(impl_->position(q1 - 1));
-      for (int64_t kt = lo / block_k; lo < hi && kt * block_k < hi; ++kt) {
-        const TileClass c = w.classify(q0, q1, kt * block_k, kt * block_k + width(kt));
-        if (c != TileClass::Empty) t.entries.push_back({kt, c});
-      }
-      t.offsets.push_back(static_cast<int64_t>(t.entries.size()));
-    }
-    return t;
-  }
-
-  // Interval kinds: count the allowed pairs each kv tile receives from the rows of the query
-  // tile; a tile is Full when it receives rows x width. Cost: rows x (intervals + tiles hit).
-  std::vector<int64_t> count(static_cast<size_t>(t.kv_tiles), 0);
-  std::vector<int64_t> touched;
-  std::vector<KeyInterval> iv;
+  std::vector<TileRef> row;
   for (int64_t qt = 0; qt < t.q_tiles; ++qt) {
-    const int64_t q0 = qt * block_q, q1 = std::min(q_len_, q0 + block_q);
-    for (int64_t q = q0; q < q1; ++q) {
-      keys(q, iv);
-      for (const KeyInterval& i : iv) {
-        for (int64_t kt = i.begin / block_k; kt * block_k < i.end; ++kt) {
-          const int64_t n = std::min(i.end, (kt + 1) * block_k) - std::max(i.begin, kt * block_k);
-          if (count[static_cast<size_t>(kt)] == 0) touched.push_back(kt);
-          count[static_cast<size_t>(kt)] += n;
-        }
-      }
-    }
-    std::sort(touched.begin(), touched.end());
-    for (int64_t kt : touched) {
-      const bool full = count[static_cast<size_t>(kt)] == (q1 - q0) * width(kt);
-      t.entries.push_back({kt, full ? TileClass::Full : TileClass::Partial});
-      count[static_cast<size_t>(kt)] = 0;
-    }
-    touched.clear();
+    tile_row(qt, block_q, block_k, row);
+    t.entries.insert(t.entries.end(), row.begin(), row.end());
     t.offsets.push_back(static_cast<int64_t>(t.entries.size()));
   }
   return t;

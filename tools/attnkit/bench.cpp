@@ -6,6 +6,11 @@
 #include <fstream>
 #include <optional>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstring>
+
 #include <fmt/format.h>
 #include <omp.h>
 
@@ -28,20 +33,30 @@ struct BenchCase {
   DType dtype = DType::f32;
 };
 
+BenchCase make_case(const std::string& pattern, DType dtype, int64_t hq, int64_t hkv, int64_t nq, int64_t nkv, int64_t d) {
+  AttnShape s;
+  s.batch = 1, s.q_heads = hq, s.kv_heads = hkv, s.q_len = nq, s.kv_len = nkv, s.d_qk = d, s.d_v = d;
+  return BenchCase{pattern, s, dtype};
+}
+
+// The standard sweep: the shapes docs/BENCHMARKS.md reports (prefill with every pattern
+// family, head layouts, dtypes, head dims, and a split-KV decode step). --quick keeps one
+// of each family at sizes that run in seconds.
 std::vector<BenchCase> sweep(bool quick) {
-  const int64_t n = quick ? 512 : 1024;
-  auto make = [&](const std::string& p, int64_t hq, int64_t hkv, int64_t d) {
-    AttnShape s;
-    s.batch = 1, s.q_heads = hq, s.kv_heads = hkv, s.q_len = n, s.kv_len = n, s.d_qk = d, s.d_v = d;
-    return BenchCase{p, s};
-  };
-  return {make("none", 8, 8, 64),
-          make("causal", 8, 8, 64),
-          make("causal", 8, 2, 64),
-          make(fmt::format("window:{},0", n / 8), 8, 8, 64),
-          make(fmt::format("longformer:w={},global=0", n / 16), 8, 8, 64),
-          make(fmt::format("bigbird:block={},window=3,global=1,random=2", n / 16), 8, 8, 64),
-          make(fmt::format("strided:stride={}", n / 16), 8, 8, 64)};
+  const DType f32 = DType::f32, bf16 = DType::bf16, f16 = DType::f16;
+  const std::string lf = "longformer:w=256,global=0+1", bb = "bigbird:block=64,window=3,global=2,random=3";
+  if (quick)
+    return {make_case("none", f32, 8, 8, 2048, 2048, 128),       make_case("causal", f32, 32, 8, 2048, 2048, 128),
+            make_case("causal", bf16, 32, 8, 2048, 2048, 128),   make_case("window:512,0", f32, 8, 8, 8192, 8192, 128),
+            make_case(lf, f32, 8, 8, 8192, 8192, 128),           make_case(bb, f32, 8, 8, 8192, 8192, 128),
+            make_case("causal", f32, 32, 8, 1, 32768, 128)};
+  return {make_case("causal", f32, 32, 32, 4096, 4096, 128),    make_case("causal", f32, 32, 8, 4096, 4096, 128),
+          make_case("none", f32, 32, 32, 4096, 4096, 128),      make_case("causal", bf16, 32, 8, 4096, 4096, 128),
+          make_case("causal", f16, 32, 8, 4096, 4096, 128),     make_case("causal", f32, 32, 32, 4096, 4096, 64),
+          make_case("causal", f32, 16, 16, 4096, 4096, 256),    make_case("window:512,0", f32, 8, 8, 16384, 16384, 128),
+          make_case("window:512,0", f32, 8, 8, 32768, 32768, 128), make_case(lf, f32, 8, 8, 16384, 16384, 128),
+          make_case(bb, f32, 8, 8, 16384, 16384, 128),          make_case("strided:stride=128", f32, 8, 8, 16384, 16384, 128),
+          make_case("causal", f32, 32, 8, 1, 65536, 128)};
 }
 
 double median(std::vector<double> v) {
@@ -87,44 +102,123 @@ std::string percent_of_peak(const nlohmann::json& r) {
   return r["frac_peak"].is_null() ? "-" : fmt::format("{:.2f}%", 100 * r["frac_peak"].get<double>());
 }
 
-nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
-  Tensor q(c.dtype, {c.shape.batch, c.shape.q_heads, c.shape.q_len, c.shape.d_qk});
-  Tensor k(c.dtype, {c.shape.batch, c.shape.kv_heads, c.shape.kv_len, c.shape.d_qk});
-  Tensor v(c.dtype, {c.shape.batch, c.shape.kv_heads, c.shape.kv_len, c.shape.d_v});
-  for (Tensor* t : {&q, &k, &v}) {
-    uint64_t state = 0x2545F4914F6CDD1Dull ^ t->nbytes();
-    const MutTensorView m = t->mut();
-    for (int64_t i = 0, n = t->numel(); i < n; ++i) {
-      state = state * 6364136223846793005ull + 1442695040888963407ull;
-      m.store(i, double(state >> 40) / double(1 << 24) - 0.5);
+// Inputs of a case, filled with a fixed pseudo-random sequence in [-0.5, 0.5).
+struct CaseInputs {
+  Tensor q, k, v;
+  explicit CaseInputs(const BenchCase& c)
+      : q(c.dtype, {c.shape.batch, c.shape.q_heads, c.shape.q_len, c.shape.d_qk}),
+        k(c.dtype, {c.shape.batch, c.shape.kv_heads, c.shape.kv_len, c.shape.d_qk}),
+        v(c.dtype, {c.shape.batch, c.shape.kv_heads, c.shape.kv_len, c.shape.d_v}) {
+    for (Tensor* t : {&q, &k, &v}) {
+      uint64_t state = 0x2545F4914F6CDD1Dull ^ t->nbytes();
+      const MutTensorView m = t->mut();
+      for (int64_t i = 0, n = t->numel(); i < n; ++i) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        m.store(i, double(state >> 40) / double(1 << 24) - 0.5);
+      }
     }
   }
+};
+
+// Resident bytes now, from /proc/self/statm (0 where unavailable).
+int64_t resident_bytes() {
+  std::ifstream f("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  f >> size >> resident;
+  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// High-water mark of resident bytes of this process.
+int64_t peak_resident_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+struct Timing {
+  std::vector<double> ms;
+  int64_t extra_bytes;  // peak resident growth during the runs, beyond inputs and outputs
+};
+
+// Milliseconds of `reps` runs after one uncounted warm-up run.
+Timing time_runs(const BenchCase& c, Kernel kernel, int reps) {
+  const CaseInputs in(c);
   AttendOptions opts;
   opts.pattern = Pattern::parse(c.pattern);
   opts.kernel = kernel;
   Tensor o(DType::f32, {c.shape.batch, c.shape.q_heads, c.shape.q_len, c.shape.d_v});
   Tensor lse(DType::f32, {c.shape.batch, c.shape.q_heads, c.shape.q_len});
+  std::memset(o.data(), 0, o.nbytes());  // resident before the baseline is taken
+  std::memset(lse.data(), 0, lse.nbytes());
+  const int64_t before = resident_bytes();
   std::vector<double> ms;
-  for (int r = 0; r <= reps; ++r) {  // the first run warms caches and is not counted
+  for (int r = 0; r <= reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    attend_into(q.view(), k.view(), v.view(), opts, o.mut(), lse.mut());
+    attend_into(in.q.view(), in.k.view(), in.v.view(), opts, o.mut(), lse.mut());
     const auto t1 = std::chrono::steady_clock::now();
     if (r > 0) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
-  const AttnWork work = count_work(c.shape, opts.pattern.bind(c.shape.q_len, c.shape.kv_len));
-  const double med = median(ms);
-  return {{"op", "attention_fwd"},    {"kernel", kernel_name(kernel)},  {"pattern", opts.pattern.to_string()},
-          {"dtype", dtype_name(c.dtype)}, {"B", c.shape.batch},         {"Hq", c.shape.q_heads},
-          {"Hkv", c.shape.kv_heads},  {"Nq", c.shape.q_len},            {"Nkv", c.shape.kv_len},
-          {"Dqk", c.shape.d_qk},      {"Dv", c.shape.d_v},              {"threads", omp_get_max_threads()},
-          {"reps", reps},             {"median_ms", med},               {"min_ms", *std::min_element(ms.begin(), ms.end())},
-          {"visited_fraction", work.visited_fraction()}, {"gflop", work.flops * 1e-9},
-          {"gflops", work.flops * 1e-9 / (med * 1e-3)}};
+  return {ms, std::max<int64_t>(0, peak_resident_bytes() - before)};
+}
+
+// Bytes of Q, K, V, O (f32) and LSE: what the extra memory is compared with.
+int64_t io_bytes(const BenchCase& c) {
+  const AttnShape& s = c.shape;
+  const int64_t e = static_cast<int64_t>(dtype_size(c.dtype));
+  return s.batch * (s.q_heads * s.q_len * s.d_qk * e + s.kv_heads * s.kv_len * (s.d_qk + s.d_v) * e +
+                    s.q_heads * s.q_len * (s.d_v + 1) * 4);
+}
+
+double case_gflop(const BenchCase& c) {
+  return count_work(c.shape, Pattern::parse(c.pattern).bind(c.shape.q_len, c.shape.kv_len)).flops * 1e-9;
+}
+
+// The reference's throughput on the same per-pair work: the last (at most 16) query rows
+// of one KV head's group against all keys, so the pattern sees the same rows it would at
+// full size (bottom-right alignment). Timing the full case would take minutes.
+double reference_gflops(const BenchCase& c) {
+  BenchCase sub = c;
+  sub.shape.batch = 1;
+  sub.shape.q_heads = c.shape.group();
+  sub.shape.kv_heads = 1;
+  sub.shape.q_len = std::min<int64_t>(c.shape.q_len, 16);
+  return case_gflop(sub) / (median(time_runs(sub, Kernel::ref, 1).ms) * 1e-3);
+}
+
+nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
+  const Timing t = time_runs(c, kernel, reps);
+  const std::vector<double>& ms = t.ms;
+  const double med = median(ms), gflops = case_gflop(c) / (med * 1e-3);
+  const double ref = kernel == Kernel::ref ? gflops : reference_gflops(c);
+  const Pattern pattern = Pattern::parse(c.pattern);
+  return {{"op", "attention_fwd"},
+          {"kernel", kernel_name(kernel)},
+          {"pattern", pattern.to_string()},
+          {"dtype", dtype_name(c.dtype)},
+          {"B", c.shape.batch},
+          {"Hq", c.shape.q_heads},
+          {"Hkv", c.shape.kv_heads},
+          {"Nq", c.shape.q_len},
+          {"Nkv", c.shape.kv_len},
+          {"Dqk", c.shape.d_qk},
+          {"Dv", c.shape.d_v},
+          {"threads", omp_get_max_threads()},
+          {"reps", reps},
+          {"median_ms", med},
+          {"min_ms", *std::min_element(ms.begin(), ms.end())},
+          {"visited_fraction", count_work(c.shape, pattern.bind(c.shape.q_len, c.shape.kv_len)).visited_fraction()},
+          {"gflop", case_gflop(c)},
+          {"gflops", gflops},
+          {"ref_gflops", ref},
+          {"speedup_vs_ref", gflops / ref},
+          {"io_bytes", io_bytes(c)},
+          {"extra_peak_rss_bytes", t.extra_bytes}};
 }
 
 int run(const BenchArgs& a) {
   const Kernel kernel = parse_kernel(a.kernel);
   const int reps = a.reps > 0 ? a.reps : (a.quick ? 3 : 5);
+  check(a.n >= 1 && a.kv_n >= 0 && a.d >= 1, [&] { return std::string("--n and --d must be >= 1, --kv-n >= 0"); });
   check(reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", reps); });
   nlohmann::json records = nlohmann::json::array();
   std::optional<HwInfo> hw;
@@ -135,15 +229,22 @@ int run(const BenchArgs& a) {
                hw->threads, hw->fp32_fma_gflops,
                hw->has_avx512bf16 ? fmt::format("{:.1f} GFLOP/s", hw->bf16_dot_gflops) : std::string("unsupported"),
                hw->dram_read_gbps);
-  fmt::print("{:<52} {:>6} {:>9} {:>9} {:>10} {:>8} {:>8}\n", "pattern", "Hq/Hkv", "N", "visited", "median ms", "GFLOP/s",
-             "% peak");
+  fmt::print("{:<52} {:>5} {:>6} {:>13} {:>4} {:>8} {:>10} {:>8} {:>8} {:>8}\n", "pattern", "dtype", "Hq/Hkv",
+             "Nq x Nkv", "D", "visited", "median ms", "GFLOP/s", "% peak", "vs ref");
   for (const BenchCase& c : cases_for(a)) {
     nlohmann::json r = time_case(c, kernel, reps);
     add_peak(r, peak_gflops(hw, c.dtype));
-    fmt::print("{:<52} {:>6} {:>9} {:>8.1f}% {:>10.2f} {:>8.2f} {:>8}\n", r["pattern"].get<std::string>(),
-               fmt::format("{}/{}", c.shape.q_heads, c.shape.kv_heads), c.shape.q_len,
-               100 * r["visited_fraction"].get<double>(), r["median_ms"].get<double>(), r["gflops"].get<double>(),
-               percent_of_peak(r));
+    fmt::print("{:<52} {:>5} {:>6} {:>13} {:>4} {:>7.1f}% {:>10.2f} {:>8.1f} {:>8} {:>7.0f}x\n",
+               r["pattern"].get<std::string>(), dtype_name(c.dtype), fmt::format("{}/{}", c.shape.q_heads, c.shape.kv_heads),
+               fmt::format("{}x{}", c.shape.q_len, c.shape.kv_len), c.shape.d_qk, 100 * r["visited_fraction"].get<double>(),
+               r["median_ms"].get<double>(), r["gflops"].get<double>(), percent_of_peak(r),
+               r["speedup_vs_ref"].get<double>());
+    if (!a.pattern.empty()) {
+      // Only meaningful for a single case: the high-water mark is per process.
+      const double extra = r["extra_peak_rss_bytes"].get<double>(), io = r["io_bytes"].get<double>();
+      fmt::print("peak extra resident memory: {:.2f} MiB = {:.3f}% of inputs + outputs ({:.1f} MiB)\n",
+                 extra / (1 << 20), 100 * extra / io, io / (1 << 20));
+    }
     std::fflush(stdout);
     records.push_back(std::move(r));
   }

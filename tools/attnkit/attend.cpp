@@ -82,7 +82,7 @@ ATTNKIT_COMMAND("attend", "Attention over .npy inputs Q [B,Hq,Nq,Dqk], K [B,Hkv,
                   sub.add_option("--scale", a->scale, "softmax scale (default 1/sqrt(Dqk))");
                   sub.add_option("--softcap", a->softcap, "tanh soft-capping of scores (0 = off)");
                   sub.add_option("--alibi", a->alibi, "ALiBi slopes: 'auto' or one per query head, comma-separated");
-                  sub.add_option("--kernel", a->kernel, "auto | ref")->capture_default_str();
+                  sub.add_option("--kernel", a->kernel, "auto (flash) | flash | ref (the f64 oracle)")->capture_default_str();
                   sub.add_option("--out-dtype", a->out_dtype, "f32 | f64 | f16")->capture_default_str();
                   return [a] { return run(*a); };
                 });

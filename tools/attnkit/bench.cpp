@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <limits>
 #include <optional>
 
 #include <sys/resource.h>
@@ -81,6 +82,7 @@ std::vector<BenchCase> cases_for(const BenchArgs& a) {
   c.shape.batch = a.batch, c.shape.q_heads = a.q_heads, c.shape.kv_heads = a.kv_heads;
   c.shape.q_len = a.n, c.shape.kv_len = a.kv_n > 0 ? a.kv_n : a.n, c.shape.d_qk = c.shape.d_v = a.d;
   c.shape.validate();
+  check(c.dtype != DType::f64, [] { return std::string("--dtype: the kernels take f32, bf16 or f16 inputs"); });
   return {c};
 }
 
@@ -128,8 +130,28 @@ int64_t resident_bytes() {
   return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
-// High-water mark of resident bytes of this process.
+// Resets the high-water mark of resident memory (Linux: writing 5 to clear_refs), so the
+// peak measured next belongs to the kernel runs, not to earlier work such as hwinfo's
+// bandwidth buffer. Returns false where the kernel does not allow it.
+bool reset_peak_resident() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
+// High-water mark of resident bytes since the last reset (VmHWM), or since start.
 int64_t peak_resident_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string key;
+  while (f >> key) {
+    if (key == "VmHWM:") {
+      int64_t kib = 0;
+      f >> kib;
+      return kib * 1024;
+    }
+    f.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return static_cast<int64_t>(u.ru_maxrss) * 1024;
@@ -150,6 +172,7 @@ Timing time_runs(const BenchCase& c, Kernel kernel, int reps) {
   Tensor lse(DType::f32, {c.shape.batch, c.shape.q_heads, c.shape.q_len});
   std::memset(o.data(), 0, o.nbytes());  // resident before the baseline is taken
   std::memset(lse.data(), 0, lse.nbytes());
+  const bool reset = reset_peak_resident();
   const int64_t before = resident_bytes();
   std::vector<double> ms;
   for (int r = 0; r <= reps; ++r) {
@@ -158,7 +181,7 @@ Timing time_runs(const BenchCase& c, Kernel kernel, int reps) {
     const auto t1 = std::chrono::steady_clock::now();
     if (r > 0) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
-  return {ms, std::max<int64_t>(0, peak_resident_bytes() - before)};
+  return {ms, reset ? std::max<int64_t>(0, peak_resident_bytes() - before) : -1};
 }
 
 // Bytes of Q, K, V, O (f32) and LSE: what the extra memory is compared with.
@@ -221,6 +244,7 @@ int run(const BenchArgs& a) {
   check(a.n >= 1 && a.kv_n >= 0 && a.d >= 1, [&] { return std::string("--n and --d must be >= 1, --kv-n >= 0"); });
   check(reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", reps); });
   nlohmann::json records = nlohmann::json::array();
+  const std::vector<BenchCase> cases = cases_for(a);  // validates a custom case before any work
   std::optional<HwInfo> hw;
   if (!a.no_peak) hw = measure_hwinfo();
   fmt::print("attention forward, kernel={}, {} threads, median of {} runs\n", kernel_name(kernel), omp_get_max_threads(), reps);
@@ -231,7 +255,7 @@ int run(const BenchArgs& a) {
                hw->dram_read_gbps);
   fmt::print("{:<52} {:>5} {:>6} {:>13} {:>4} {:>8} {:>10} {:>8} {:>8} {:>8}\n", "pattern", "dtype", "Hq/Hkv",
              "Nq x Nkv", "D", "visited", "median ms", "GFLOP/s", "% peak", "vs ref");
-  for (const BenchCase& c : cases_for(a)) {
+  for (const BenchCase& c : cases) {
     nlohmann::json r = time_case(c, kernel, reps);
     add_peak(r, peak_gflops(hw, c.dtype));
     fmt::print("{:<52} {:>5} {:>6} {:>13} {:>4} {:>7.1f}% {:>10.2f} {:>8.1f} {:>8} {:>7.0f}x\n",
@@ -239,7 +263,7 @@ int run(const BenchArgs& a) {
                fmt::format("{}x{}", c.shape.q_len, c.shape.kv_len), c.shape.d_qk, 100 * r["visited_fraction"].get<double>(),
                r["median_ms"].get<double>(), r["gflops"].get<double>(), percent_of_peak(r),
                r["speedup_vs_ref"].get<double>());
-    if (!a.pattern.empty()) {
+    if (!a.pattern.empty() && r["extra_peak_rss_bytes"].get<int64_t>() >= 0) {
       // Only meaningful for a single case: the high-water mark is per process.
       const double extra = r["extra_peak_rss_bytes"].get<double>(), io = r["io_bytes"].get<double>();
       fmt::print("peak extra resident memory: {:.2f} MiB = {:.3f}% of inputs + outputs ({:.1f} MiB)\n",

@@ -47,7 +47,8 @@ struct ScoreMods {
 struct SimdOps {
   // Rows per SIMD vector for the compiled target (16 for f32 on AVX-512).
   int64_t (*lanes)();
-  // St[j][r] = sum_c K[j][c] Qt[c][r] for j < width; rows j >= width are not written.
+  // St[j][r] = sum_c K[j][c] Qt[c][r] for j < width; rows up to width rounded up to 4 are
+  // written (with zero keys), later rows are not.
   void (*scores)(const float* qt, int64_t rp, int64_t dqk, const KvRows& kv, float* st);
   void (*apply_mods)(float* st, int64_t rp, int64_t width, const ScoreMods& mods);
   void (*apply_mask)(float* st, int64_t rp, int64_t width, const TileMask& mask);

@@ -9,6 +9,7 @@
 
 #include <hwy/targets.h>
 
+#include "attnkit/shape.hpp"
 #include "cpu/flash.hpp"
 
 namespace attnkit::flash {
@@ -23,7 +24,7 @@ ATTNKIT_BF16_TARGET inline __m512 dot2(__m512 acc, __m512i pairs, __m512i bcast)
 }
 
 template <int CV>
-ATTNKIT_BF16_TARGET void scores_block(const uint16_t* qt2, int64_t rp, int64_t pairs, const uint32_t* const* krow,
+ATTNKIT_BF16_TARGET void scores_block(const uint16_t* qt2, int64_t rp, int64_t pairs, const uint16_t* const* krow,
                                       const uint32_t* tail, int64_t r0, float scale, float* st, int64_t j0) {
   __m512 acc[4][CV];
   for (int jj = 0; jj < 4; ++jj)
@@ -36,7 +37,7 @@ ATTNKIT_BF16_TARGET void scores_block(const uint16_t* qt2, int64_t rp, int64_t p
       if (tail && c2 == pairs - 1) {
         kp = tail[jj];
       } else {
-        std::memcpy(&kp, krow[jj] + c2, sizeof kp);
+        std::memcpy(&kp, krow[jj] + 2 * c2, sizeof kp);  // rows are only 2-byte aligned
       }
       const __m512i kb = _mm512_set1_epi32(static_cast<int>(kp));
       for (int c = 0; c < CV; ++c) acc[jj][c] = dot2(acc[jj][c], q[c], kb);
@@ -49,14 +50,15 @@ ATTNKIT_BF16_TARGET void scores_block(const uint16_t* qt2, int64_t rp, int64_t p
 
 ATTNKIT_BF16_TARGET void scores(const uint16_t* qt2, int64_t rp, int64_t dqk, const uint16_t* k, int64_t k_stride,
                                 int64_t width, float scale, float* st) {
-  static const uint16_t zeros[1024 + 2] = {};
+  static const uint16_t zeros[1024] = {};
+  static_assert(kMaxHeadDim <= 1024, "zeros must cover a key row");
   const int64_t pairs = (dqk + 1) / 2;
   for (int64_t j0 = 0; j0 < width; j0 += 4) {
-    const uint32_t* krow[4];
+    const uint16_t* krow[4];
     uint32_t tail[4] = {0, 0, 0, 0};
     for (int jj = 0; jj < 4; ++jj) {
       const uint16_t* row = j0 + jj < width ? k + (j0 + jj) * k_stride : zeros;
-      krow[jj] = reinterpret_cast<const uint32_t*>(row);
+      krow[jj] = row;
       tail[jj] = row[dqk - 1];  // odd Dqk: the last pair is (K[dqk-1], 0), never read past the row
     }
     const uint32_t* t = dqk % 2 ? tail : nullptr;

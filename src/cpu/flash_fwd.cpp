@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <exception>
+#include <memory>
 #include <numeric>
 
 #include <hwy/aligned_allocator.h>
@@ -24,7 +26,10 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 struct Plan {
   AttnShape s;
   BoundPattern pattern;
-  int64_t group, bm, rows, rp, splits;
+  int64_t group;  // query heads per KV head
+  int64_t heads;  // query heads packed per tile: the whole group, or packed_rows of it
+  int64_t chunks; // tiles needed to cover a group's heads
+  int64_t bm, rows, rp, splits;
   int64_t q_tiles;
   std::vector<int64_t> tiles_per_row;  // non-empty kv tiles per query tile (rows are rebuilt on the fly)
   float q_scale;  // applied while packing Qt (f32 path) or to S (native bf16 path)
@@ -32,45 +37,55 @@ struct Plan {
 };
 
 struct WorkItem {
-  int64_t b, hk, q_tile, split;
+  int64_t b, hk, h0, q_tile, split;  // h0: the first query head packed in the tile
   int64_t first, last;  // entries of tiles.row(q_tile) this item walks
 };
 
 // Per-thread buffers: a handful of tiles, independent of the sequence lengths.
 struct Workspace {
-  hwy::AlignedFreeUniquePtr<float[]> qt, st, ot, m, l, alpha, k_rows, v_rows, pos, pos_rel, slopes;
+  hwy::AlignedFreeUniquePtr<float[]> qt, st, ot, m, l, alpha, k_rows, v_rows, pos_rel, slopes;
   hwy::AlignedFreeUniquePtr<float[]> lo_aligned, hi_aligned;  // mask levels, grown on demand
   hwy::AlignedFreeUniquePtr<uint16_t[]> qt2, pv_pairs;            // native bf16 path
   int64_t mask_capacity = 0;
+  std::vector<int64_t> pos;  // absolute query position per packed row (int64: exact at any length)
   std::vector<TileRef> tile_row;
   std::vector<std::vector<KeyInterval>> row_keys;
   std::vector<size_t> cursor;
+  std::vector<std::pair<size_t, size_t>> spans;
 
-  Workspace(const Plan& p) {
+  template <class T>
+  static hwy::AlignedFreeUniquePtr<T[]> alloc(int64_t n) {
+    auto ptr = hwy::AllocateAligned<T>(static_cast<size_t>(n));
+    if (!ptr) throw std::bad_alloc();
+    return ptr;
+  }
+
+  explicit Workspace(const Plan& p) {
     const AttnShape& s = p.s;
-    qt = hwy::AllocateAligned<float>(s.d_qk * p.rp);
-    st = hwy::AllocateAligned<float>(kBlockKeys * p.rp);
-    ot = hwy::AllocateAligned<float>(s.d_v * p.rp);
-    m = hwy::AllocateAligned<float>(p.rp);
-    l = hwy::AllocateAligned<float>(p.rp);
-    alpha = hwy::AllocateAligned<float>(p.rp);
-    k_rows = hwy::AllocateAligned<float>(kBlockKeys * s.d_qk);
-    v_rows = hwy::AllocateAligned<float>(kBlockKeys * s.d_v);
-    pos = hwy::AllocateAligned<float>(p.rp);
-    pos_rel = hwy::AllocateAligned<float>(p.rp);
-    slopes = hwy::AllocateAligned<float>(p.rp);
+    qt = alloc<float>(s.d_qk * p.rp);
+    st = alloc<float>(kBlockKeys * p.rp);
+    ot = alloc<float>(s.d_v * p.rp);
+    m = alloc<float>(p.rp);
+    l = alloc<float>(p.rp);
+    alpha = alloc<float>(p.rp);
+    k_rows = alloc<float>(kBlockKeys * s.d_qk);
+    v_rows = alloc<float>(kBlockKeys * s.d_v);
+    pos_rel = alloc<float>(p.rp);
+    slopes = alloc<float>(p.rp);
     if (p.bf16.available) {
-      qt2 = hwy::AllocateAligned<uint16_t>((s.d_qk + 1) / 2 * 2 * p.rp);
-      pv_pairs = hwy::AllocateAligned<uint16_t>(kBlockKeys * (p.rp + s.d_v + 1));
+      qt2 = alloc<uint16_t>((s.d_qk + 1) / 2 * 2 * p.rp);
+      pv_pairs = alloc<uint16_t>(kBlockKeys * (p.rp + s.d_v + 1));
     }
+    pos.resize(static_cast<size_t>(p.rp));
     row_keys.resize(static_cast<size_t>(p.bm));
     cursor.resize(static_cast<size_t>(p.bm));
+    spans.resize(static_cast<size_t>(p.bm));
   }
   void reserve_mask(int64_t floats) {
     if (floats <= mask_capacity) return;
     mask_capacity = std::max(floats, 2 * mask_capacity);
-    lo_aligned = hwy::AllocateAligned<float>(mask_capacity);
-    hi_aligned = hwy::AllocateAligned<float>(mask_capacity);
+    lo_aligned = alloc<float>(mask_capacity);
+    hi_aligned = alloc<float>(mask_capacity);
   }
 };
 
@@ -106,7 +121,7 @@ const uint16_t* bf16_rows(const TensorView& t, int64_t b, int64_t hk, int64_t j0
 // intervals that overlap [k0, k0 + width), relative to k0, copied to its g packed rows.
 TileMask build_mask(const Plan& p, Workspace& w, int64_t q0, int64_t k0, int64_t width) {
   int64_t levels = 0;
-  std::vector<std::pair<size_t, size_t>> spans(static_cast<size_t>(p.bm));
+  auto& spans = w.spans;
   for (int64_t il = 0; il < p.bm; ++il) {
     const auto& keys = w.row_keys[static_cast<size_t>(il)];
     size_t& c = w.cursor[static_cast<size_t>(il)];
@@ -127,7 +142,7 @@ TileMask build_mask(const Plan& p, Workspace& w, int64_t q0, int64_t k0, int64_t
     for (size_t t = 0; t < e - c; ++t) {
       const float a = static_cast<float>(std::max<int64_t>(keys[c + t].begin - k0, 0));
       const float z = static_cast<float>(std::min<int64_t>(keys[c + t].end - k0, width));
-      for (int64_t hg = 0; hg < p.group; ++hg) {
+      for (int64_t hg = 0; hg < p.heads; ++hg) {
         lo[static_cast<int64_t>(t) * p.rp + hg * p.bm + il] = a;
         hi[static_cast<int64_t>(t) * p.rp + hg * p.bm + il] = z;
       }
@@ -136,24 +151,32 @@ TileMask build_mask(const Plan& p, Workspace& w, int64_t q0, int64_t k0, int64_t
   return {lo, hi, levels};
 }
 
+// The query head and row of packed row r; false for padding rows (past the group's heads,
+// past q_len, or past rows).
+bool row_of(const Plan& p, const WorkItem& it, int64_t r, int64_t& h, int64_t& i) {
+  h = it.h0 + r / p.bm;
+  i = it.q_tile * p.bm + r % p.bm;
+  return r < p.rows && h < (it.hk + 1) * p.group && i < p.s.q_len;
+}
+
 // Packs the tile's queries into Qt [Dqk][Rp] (scaled), and its per-row positions/slopes.
 // Each query row is first brought to f32 (in place when it already is), then scattered
 // into its column of Qt.
 void pack_queries(const Plan& p, const SimdOps& ops, const TensorView& q, const AttendOptions& opts,
                   const WorkItem& it, Workspace& w) {
   const AttnShape& s = p.s;
-  const int64_t q0 = it.q_tile * p.bm;
   const int64_t pairs = (s.d_qk + 1) / 2;
   if (p.bf16.available) {
     std::fill(w.qt2.get(), w.qt2.get() + pairs * 2 * p.rp, uint16_t{0});
   } else {
     std::fill(w.qt.get(), w.qt.get() + s.d_qk * p.rp, 0.0f);
   }
-  for (int64_t r = 0; r < p.rows; ++r) {
-    const int64_t h = it.hk * p.group + r / p.bm, i = q0 + r % p.bm;
-    w.pos[r] = static_cast<float>(i + s.causal_offset());
-    w.slopes[r] = opts.alibi_slopes.empty() ? 0.0f : static_cast<float>(opts.alibi_slopes[h]);
-    if (i >= s.q_len) continue;
+  for (int64_t r = 0; r < p.rp; ++r) {
+    int64_t h, i;
+    const bool valid = row_of(p, it, r, h, i);
+    w.pos[r] = i + s.causal_offset();
+    w.slopes[r] = valid && !opts.alibi_slopes.empty() ? static_cast<float>(opts.alibi_slopes[h]) : 0.0f;
+    if (!valid) continue;
     if (p.bf16.available) {  // Qt2[c / 2][r][c % 2], the raw bf16 bits
       const uint16_t* row = static_cast<const uint16_t*>(q.data()) + q.offset(it.b, h, i, 0);
       for (int64_t c = 0; c < s.d_qk; ++c) w.qt2[((c / 2) * p.rp + r) * 2 + c % 2] = row[c];
@@ -163,7 +186,6 @@ void pack_queries(const Plan& p, const SimdOps& ops, const TensorView& q, const 
     const float* row = rows_f32(ops, q, it.b, h, i, 1, w.k_rows.get(), unused_stride);
     for (int64_t c = 0; c < s.d_qk; ++c) w.qt[c * p.rp + r] = row[c] * p.q_scale;
   }
-  for (int64_t r = p.rows; r < p.rp; ++r) w.pos[r] = w.slopes[r] = 0.0f;
 }
 
 // Writes row r of the item, scaled by inv, to O[b, h, i, :].
@@ -212,7 +234,7 @@ void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const Tens
       ops.scores(w.qt.get(), p.rp, s.d_qk, kv, w.st.get());  // S = scale K Q^T
     }
     if (has_mods) {
-      for (int64_t r = 0; r < p.rp; ++r) w.pos_rel[r] = w.pos[r] - static_cast<float>(k0);
+      for (int64_t r = 0; r < p.rp; ++r) w.pos_rel[r] = static_cast<float>(w.pos[r] - k0);
       ops.apply_mods(w.st.get(), p.rp, width, mods);  // softcap, ALiBi
     }
     if (t.cls == TileClass::Partial) ops.apply_mask(w.st.get(), p.rp, width, build_mask(p, w, q0, k0, width));
@@ -229,10 +251,9 @@ void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const Tens
 // Row r of the item as (O row / l, LSE) in natural log; an empty row gives 0 and -inf.
 template <class Emit>
 void finish_rows(const Plan& p, const WorkItem& it, const Workspace& w, Emit&& emit) {
-  const int64_t q0 = it.q_tile * p.bm;
   for (int64_t r = 0; r < p.rows; ++r) {
-    const int64_t h = it.hk * p.group + r / p.bm, i = q0 + r % p.bm;
-    if (i >= p.s.q_len) continue;
+    int64_t h, i;
+    if (!row_of(p, it, r, h, i)) continue;
     const float l = w.l[r];
     const bool empty = l == 0.0f;
     const float inv = empty ? 0.0f : 1.0f / l;
@@ -243,11 +264,15 @@ void finish_rows(const Plan& p, const WorkItem& it, const Workspace& w, Emit&& e
 
 Plan make_plan(const AttnProblem& prob, const TensorView& q, const TensorView& k, const TensorView& v,
                const AttendOptions& opts, const FlashConfig& cfg, int64_t lanes) {
-  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 1, 0, {}, 0, {}};
+  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 0, 0, 1, 0, {}, 0, {}};
   const AttnShape& s = p.s;
   p.group = s.group();
-  p.bm = std::clamp<int64_t>(cfg.packed_rows / p.group, 1, std::max<int64_t>(s.q_len, 1));
-  p.rows = p.group * p.bm;
+  // A group larger than a tile (e.g. MQA with 128 query heads) is split across tiles, so
+  // the workspace stays a few tiles whatever Hq / Hkv is.
+  p.heads = std::min(p.group, std::max<int64_t>(cfg.packed_rows, 1));
+  p.chunks = (p.group + p.heads - 1) / p.heads;
+  p.bm = std::clamp<int64_t>(cfg.packed_rows / p.heads, 1, std::max<int64_t>(s.q_len, 1));
+  p.rows = p.heads * p.bm;
   p.rp = (p.rows + lanes - 1) / lanes * lanes;
   p.q_tiles = (s.q_len + p.bm - 1) / p.bm;
   std::vector<TileRef> row;
@@ -257,8 +282,9 @@ Plan make_plan(const AttnProblem& prob, const TensorView& q, const TensorView& k
   }
   p.q_scale = static_cast<float>(s.softmax_scale());
   auto bf16_contiguous = [](const TensorView& t) { return t.dtype() == DType::bf16 && t.stride(3) == 1; };
-  if (bf16_contiguous(q) && bf16_contiguous(k) && bf16_contiguous(v)) p.bf16 = bf16_ops();
-  const int64_t items = s.batch * s.kv_heads * p.q_tiles;
+  // The bf16 micro-kernels step over rows 16 at a time: they need the 16-lane target.
+  if (bf16_contiguous(q) && bf16_contiguous(k) && bf16_contiguous(v) && lanes == 16) p.bf16 = bf16_ops();
+  const int64_t items = s.batch * s.kv_heads * p.chunks * p.q_tiles;
   if (items > 0 && items < cfg.min_work_items) p.splits = (cfg.min_work_items + items - 1) / items;
   return p;
 }
@@ -277,10 +303,12 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
   std::vector<WorkItem> items;
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t hk = 0; hk < s.kv_heads; ++hk)
-      for (int64_t qt = 0; qt < p.q_tiles; ++qt) {
-        const int64_t n = p.tiles_per_row[static_cast<size_t>(qt)];
-        for (int64_t c = 0; c < p.splits; ++c) items.push_back({b, hk, qt, c, n * c / p.splits, n * (c + 1) / p.splits});
-      }
+      for (int64_t ch = 0; ch < p.chunks; ++ch)
+        for (int64_t qt = 0; qt < p.q_tiles; ++qt) {
+          const int64_t n = p.tiles_per_row[static_cast<size_t>(qt)], h0 = hk * p.group + ch * p.heads;
+          for (int64_t c = 0; c < p.splits; ++c)
+            items.push_back({b, hk, h0, qt, c, n * c / p.splits, n * (c + 1) / p.splits});
+        }
   std::vector<size_t> order(items.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
@@ -294,30 +322,52 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
     part_lse.resize(items.size() * static_cast<size_t>(p.rows));
   }
 
-#pragma omp parallel
+  // Workspaces are allocated before the parallel region, and exceptions inside it are
+  // carried out of it: an exception escaping an OpenMP region terminates the process.
+  std::vector<std::unique_ptr<Workspace>> spaces;
+  for (int t = 0; t < omp_get_max_threads(); ++t) spaces.push_back(std::make_unique<Workspace>(p));
+  std::exception_ptr failure;
+  bool failure_flag = false;
+  // Tiny calls (a few tile steps) run on the calling thread: waking a team costs more.
+  int64_t steps = 0;
+  for (const WorkItem& it : items) steps += it.last - it.first;
+  const bool parallel = steps * p.rp >= 16 * 64;
+#pragma omp parallel if (parallel)
   {
-    Workspace w(p);
+    Workspace& w = *spaces[static_cast<size_t>(omp_get_thread_num())];
 #pragma omp for schedule(dynamic, 1)
     for (size_t n = 0; n < order.size(); ++n) {
-      const size_t idx = order[n];
-      const WorkItem& it = items[idx];
-      run_item(p, ops, q, k, v, opts, it, w);
-      if (p.splits == 1) {
-        finish_rows(p, it, w, [&](int64_t r, int64_t h, int64_t i, float inv, float row_lse) {
-          write_row(p, w, o, r, it.b, h, i, inv);
-          if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
-        });
-      } else {
-        float* po = part_o.data() + idx * static_cast<size_t>(p.rows * s.d_v);
-        float* pl = part_lse.data() + idx * static_cast<size_t>(p.rows);
-        std::fill(pl, pl + p.rows, kNegInf);
-        finish_rows(p, it, w, [&](int64_t r, int64_t, int64_t, float inv, float row_lse) {
-          for (int64_t c = 0; c < s.d_v; ++c) po[r * s.d_v + c] = w.ot[c * p.rp + r] * inv;
-          pl[r] = row_lse;
-        });
+      bool failed;
+#pragma omp atomic read
+      failed = failure_flag;
+      if (failed) continue;
+      try {
+        const size_t idx = order[n];
+        const WorkItem& it = items[idx];
+        run_item(p, ops, q, k, v, opts, it, w);
+        if (p.splits == 1) {
+          finish_rows(p, it, w, [&](int64_t r, int64_t h, int64_t i, float inv, float row_lse) {
+            write_row(p, w, o, r, it.b, h, i, inv);
+            if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
+          });
+        } else {
+          float* po = part_o.data() + idx * static_cast<size_t>(p.rows * s.d_v);
+          float* pl = part_lse.data() + idx * static_cast<size_t>(p.rows);
+          std::fill(pl, pl + p.rows, kNegInf);
+          finish_rows(p, it, w, [&](int64_t r, int64_t, int64_t, float inv, float row_lse) {
+            for (int64_t c = 0; c < s.d_v; ++c) po[r * s.d_v + c] = w.ot[c * p.rp + r] * inv;
+            pl[r] = row_lse;
+          });
+        }
+      } catch (...) {
+#pragma omp critical(attnkit_flash_failure)
+        if (!failure) failure = std::current_exception();
+#pragma omp atomic write
+        failure_flag = true;
       }
     }
   }
+  if (failure) std::rethrow_exception(failure);
   if (p.splits == 1) return;
 
   // Merge each item's chunks in chunk order (fixed, so the result does not depend on
@@ -325,10 +375,9 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
   std::vector<float> acc(static_cast<size_t>(s.d_v));
   for (size_t first = 0; first < items.size(); first += static_cast<size_t>(p.splits)) {
     const WorkItem& it = items[first];
-    const int64_t q0 = it.q_tile * p.bm;
     for (int64_t r = 0; r < p.rows; ++r) {
-      const int64_t h = it.hk * p.group + r / p.bm, i = q0 + r % p.bm;
-      if (i >= s.q_len) continue;
+      int64_t h, i;
+      if (!row_of(p, it, r, h, i)) continue;
       float row_lse = kNegInf;
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t c = 0; c < p.splits; ++c) {

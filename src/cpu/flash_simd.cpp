@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "attnkit/shape.hpp"
 #include "attnkit/tensor.hpp"
 #include "cpu/flash.hpp"
 
@@ -28,19 +29,24 @@ using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
 // A row of zeros that stands in for key rows past the end of a tile.
-alignas(64) static const float kZeroRow[1024 + 64] = {};
+alignas(64) static const float kZeroRow[1024] = {};
+static_assert(kMaxHeadDim <= 1024, "kZeroRow must cover a key row");
+static_assert(kBlockKeys % 4 == 0, "scores() and accumulate() block keys by 4");
 
 int64_t Lanes() { return static_cast<int64_t>(hn::Lanes(DF())); }
 const char* Target() { return hwy::TargetName(HWY_TARGET); }
 
-// 2^x for x <= 128, with 2^-inf = 0 exactly (masked scores must contribute nothing) and
-// NaN kept NaN (a NaN input poisons its row, as in a plain softmax).
+// 2^x, with 2^-inf = 0 exactly (masked scores must contribute nothing), x >= 127 giving
+// 2^127 (finite: softcap's tanh only needs "huge"; softmax exponents are <= 0), and NaN
+// kept NaN (a NaN input poisons its row, as in a plain softmax).
 // x = n + f with n = round(x), |f| <= 1/2; 2^f = e^(f ln 2) by a degree-7 Taylor
 // polynomial (relative error < 6e-9 on |f ln 2| <= 0.347), 2^n by building the exponent.
 HWY_INLINE VF Exp2(DF d, VF x) {
-  const VF below = hn::Set(d, -126.0f);
+  const VF below = hn::Set(d, -126.0f), above = hn::Set(d, 127.0f);
   const auto underflow = x < below;
-  x = hn::IfThenElse(underflow, below, x);  // not Max: NaN must stay NaN
+  // Not Max/Min: NaN must stay NaN. Without the upper clamp, n + 127 would overflow the
+  // exponent field into the sign bit.
+  x = hn::IfThenElse(underflow, below, hn::IfThenElse(x > above, above, x));
   const VF n = hn::Round(x);
   const VF t = hn::Mul(hn::Sub(x, n), hn::Set(d, 0.6931471805599453f));
   VF p = hn::Set(d, 1.0f / 5040);

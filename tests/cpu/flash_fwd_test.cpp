@@ -84,6 +84,34 @@ const std::vector<std::string> kPatterns = {"none", "causal", "window:5,0", "win
                                             "longformer:w=3,d=2,global=0", "bigbird:block=4,window=3,global=1,random=1,seed=5",
                                             "strided:stride=4", "fixed:stride=8,c=2"};
 
+TEST(FlashForward, BlockMasksAndPredicates) {
+  const Case c{1, 4, 2, 17, 23, 32, 32, "none"};
+  Inputs in = make_inputs(c, 21);
+  in.opts.pattern = Pattern::parse("blocks:bq=4,bk=8,mask=101/011/110/001/111");
+  const Out exact = run_ref(in, c, RefPrecision::f64), base = run_ref(in, c, RefPrecision::input);
+  EXPECT_LE(max_abs_diff(run_flash(in, c).o.view(), exact.o.view()), 2 * max_abs_diff(base.o.view(), exact.o.view()) + 1e-7);
+  in.opts.pattern = Pattern::predicate([](int64_t q, int64_t k) { return (q * 7 + k * 3) % 5 != 0; }, "mod5");
+  const Out exact2 = run_ref(in, c, RefPrecision::f64), base2 = run_ref(in, c, RefPrecision::input);
+  EXPECT_LE(max_abs_diff(run_flash(in, c).o.view(), exact2.o.view()),
+            2 * max_abs_diff(base2.o.view(), exact2.o.view()) + 1e-7);
+}
+
+TEST(FlashForward, LargeSoftcappedScoresKeepTheirSign) {
+  // s / c up to ~100: 2 s log2(e) / c exceeds 127, where an unclamped 2^x would overflow.
+  const Case c{1, 2, 1, 9, 33, 16, 16, "causal", DType::f32, 1.0};
+  Inputs in = make_inputs(c, 13);
+  for (Tensor* t : {&in.q, &in.k})
+    for (int64_t i = 0; i < t->numel(); ++i) t->mut().store(i, 5.0 * t->view().load(i));
+  const Out exact = run_ref(in, c, RefPrecision::f64), base = run_ref(in, c, RefPrecision::input);
+  EXPECT_LE(max_abs_diff(run_flash(in, c).o.view(), exact.o.view()), 2 * max_abs_diff(base.o.view(), exact.o.view()) + 1e-6);
+}
+
+TEST(FlashForward, GroupsLargerThanATileAreSplit) {
+  // MQA with 150 query heads: more heads than packed_rows, so a group spans three tiles.
+  expect_within_tolerance({1, 150, 1, 3, 40, 16, 16, "causal"});
+  expect_within_tolerance({1, 130, 1, 1, 70, 32, 32, "none", DType::bf16});
+}
+
 TEST(FlashForward, OddAndEvenSizesEveryPatternAndHeadLayout) {
   const std::vector<int64_t> lens = {1, 3, 17, 64, 97};
   for (const std::string& pattern : kPatterns)
@@ -167,8 +195,9 @@ TEST(FlashForward, SplitKvEqualsOnePass) {
 TEST(FlashForward, BitwiseIdenticalForAnyThreadCount) {
   const int saved = omp_get_max_threads();
   for (const char* pattern : {"causal", "bigbird:block=16,window=3,global=1,random=2"}) {
-    for (int64_t nq : {2, 300}) {
-      const Case c{2, 4, 2, nq, 300, 32, 32, pattern};
+    for (auto [nq, dtype] : {std::pair{int64_t{2}, DType::f32}, std::pair{int64_t{300}, DType::f32},
+                             std::pair{int64_t{2}, DType::bf16}, std::pair{int64_t{300}, DType::bf16}}) {
+      const Case c{2, 4, 2, nq, 300, 32, 32, pattern, dtype};
       const Inputs in = make_inputs(c, 5);
       omp_set_num_threads(1);
       const Out one = run_flash(in, c);
@@ -193,7 +222,8 @@ TEST(FlashForward, EverySimdTargetIncludingTheBaseline) {
     expect_within_tolerance({1, 2, 2, 9, 33, 16, 16, "window:4,1", DType::f16, 3.0});
   }
   hwy::SetSupportedTargetsForTest(0);
-  EXPECT_GE(seen.size(), 2u) << "at least the best target and the emulated baseline";
+  ASSERT_GE(seen.size(), 2u) << "at least the best target and the baseline";
+  EXPECT_TRUE(seen.back() == "EMU128" || seen.back() == "SCALAR") << "the last target is the portable baseline";
   std::string all;
   for (const std::string& s : seen) all += s + " ";
   std::printf("SIMD targets tested: %s\n", all.c_str());

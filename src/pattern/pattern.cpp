@@ -85,8 +85,8 @@ Pattern Pattern::fixed(int64_t stride, int64_t c) {
 }
 
 Pattern Pattern::block_mask(BlockMaskSpec s) {
-  check(s.block_q >= 1 && s.block_k >= 1, [&] {
-    return fmt::format("pattern: block mask block sizes ({}, {}) must be >= 1", s.block_q, s.block_k);
+  check(s.block_q >= 1 && s.block_k >= 1 && s.block_q <= kMaxSeqLen && s.block_k <= kMaxSeqLen, [&] {
+    return fmt::format("pattern: block mask block sizes ({}, {}) must be in [1, {}]", s.block_q, s.block_k, kMaxSeqLen);
   });
   check(s.rows >= 0 && s.cols >= 0 && s.rows <= kMaxSeqLen && s.cols <= kMaxSeqLen &&
             static_cast<int64_t>(s.mask.size()) == s.rows * s.cols,
@@ -128,10 +128,17 @@ BoundPattern Pattern::bind(int64_t q_len, int64_t kv_len) const {
       return fmt::format("pattern: longformer global position {} must be < kv_len ({})", last, kv_len);
     });
   }
-  if (kind_ == Kind::bigbird)
+  if (kind_ == Kind::bigbird) {
     check(q_len <= kv_len, [&] {
       return fmt::format("pattern: bigbird needs q_len ({}) <= kv_len ({}): query blocks are key blocks", q_len, kv_len);
     });
+    const int64_t blocks = (kv_len + bigbird_.block - 1) / bigbird_.block;
+    check(blocks * std::min(bigbird_.random, blocks) <= int64_t{1} << 27, [&] {
+      return fmt::format("pattern: bigbird random={} over {} blocks stores too many random blocks (limit 2^27); use "
+                         "fewer random blocks or a larger block",
+                         bigbird_.random, blocks);
+    });
+  }
   if (kind_ == Kind::block_mask) {
     const int64_t rows = (q_len + blocks_.block_q - 1) / blocks_.block_q;
     const int64_t cols = (kv_len + blocks_.block_k - 1) / blocks_.block_k;

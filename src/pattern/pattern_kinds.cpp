@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cassert>
 #include <numeric>
+#include <unordered_set>
 
 #include "pattern/pattern_impl.hpp"
 
@@ -43,12 +44,13 @@ TileClass WindowImpl::classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) c
 
 namespace {
 
+// Floor and ceiling of a / b for b > 0 and any sign of a.
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
 class LongformerImpl final : public PatternImpl {
  public:
-  LongformerImpl(int64_t q_len, int64_t kv_len, const LongformerSpec& s)
-      : PatternImpl(q_len, kv_len), s_(s), is_global_(static_cast<size_t>(kv_len), 0) {
-    for (int64_t g : s_.global) is_global_[static_cast<size_t>(g)] = 1;
-  }
+  LongformerImpl(int64_t q_len, int64_t kv_len, const LongformerSpec& s) : PatternImpl(q_len, kv_len), s_(s) {}
 
   bool allow(int64_t q, int64_t k) const override {
     const int64_t p = position(q);
@@ -69,19 +71,18 @@ class LongformerImpl final : public PatternImpl {
     if (s_.dilation == 1) {
       out.push_back({std::max<int64_t>(0, p - s_.window), std::min(end, p + t_max + 1)});
     } else {
-      for (int64_t t = -s_.window; t <= t_max; ++t) {
-        const int64_t k = p + t * s_.dilation;
-        if (k >= 0 && k < end) out.push_back({k, k + 1});
-      }
+      // Only the offsets t that land in [0, end): a huge window must not cost per offset.
+      const int64_t d = s_.dilation;
+      const int64_t t_lo = std::max(-s_.window, ceil_div(-p, d)), t_hi = std::min(t_max, floor_div(end - 1 - p, d));
+      for (int64_t t = t_lo; t <= t_hi; ++t) out.push_back({p + t * d, p + t * d + 1});
     }
     for (int64_t g : s_.global)
       if (g < end) out.push_back({g, g + 1});
   }
 
  private:
-  bool global(int64_t pos) const { return pos >= 0 && pos < kv_len_ && is_global_[static_cast<size_t>(pos)]; }
-  LongformerSpec s_;
-  std::vector<uint8_t> is_global_;
+  bool global(int64_t pos) const { return std::binary_search(s_.global.begin(), s_.global.end(), pos); }
+  LongformerSpec s_;  // global is sorted and unique
 };
 
 // splitmix64: a tiny, well-mixed generator so random blocks depend only on (seed, row).
@@ -94,24 +95,22 @@ uint64_t splitmix64(uint64_t& state) {
 
 class BigBirdImpl final : public PatternImpl {
  public:
-  BigBirdImpl(int64_t q_len, int64_t kv_len, const BigBirdSpec& s) : PatternImpl(q_len, kv_len), s_(s) {
-    const int64_t blocks = (kv_len + s.block - 1) / s.block;
-    rows_.resize(static_cast<size_t>(blocks));
-    const int64_t back = (s.window - 1) / 2, ahead = s.window / 2;
-    for (int64_t r = s.global; r < blocks; ++r) {
-      std::vector<int64_t>& row = rows_[static_cast<size_t>(r)];  // global rows stay empty
-      auto fixed = [&](int64_t c) { return c < s.global || (c >= r - back && c <= r + ahead); };
-      for (int64_t c = 0; c < s.global; ++c) row.push_back(c);
-      for (int64_t c = std::max(s.global, r - back); c <= std::min(blocks - 1, r + ahead); ++c) row.push_back(c);
-      const int64_t free_blocks = blocks - static_cast<int64_t>(row.size());
+  // Window and global blocks are analytic; only the random blocks are stored, so memory is
+  // O(blocks x random) whatever the window.
+  BigBirdImpl(int64_t q_len, int64_t kv_len, const BigBirdSpec& s)
+      : PatternImpl(q_len, kv_len), s_(s), blocks_((kv_len + s.block - 1) / s.block) {
+    random_.resize(static_cast<size_t>(blocks_));
+    for (int64_t r = s.global; r < blocks_; ++r) {
+      const int64_t fixed_count = std::min(s.global, blocks_) + std::max<int64_t>(0, window_hi(r) - window_lo(r) + 1);
+      const int64_t free_blocks = blocks_ - fixed_count;
       const int64_t take = std::min(s.random, free_blocks);
       uint64_t state = s.seed * 0x100000001B3ull ^ static_cast<uint64_t>(r);
-      std::vector<int64_t> picked;
+      std::vector<int64_t>& picked = random_[static_cast<size_t>(r)];
       if (take * 2 >= free_blocks) {
         // Few candidates: a partial Fisher-Yates shuffle over all of them.
         std::vector<int64_t> candidates;
-        for (int64_t c = 0; c < blocks; ++c)
-          if (!fixed(c)) candidates.push_back(c);
+        for (int64_t c = 0; c < blocks_; ++c)
+          if (!fixed(r, c)) candidates.push_back(c);
         for (int64_t i = 0; i < take; ++i) {
           const uint64_t span = candidates.size() - static_cast<uint64_t>(i);
           std::swap(candidates[i], candidates[i + static_cast<int64_t>(splitmix64(state) % span)]);
@@ -119,36 +118,46 @@ class BigBirdImpl final : public PatternImpl {
         }
       } else {
         // Many candidates: rejection sampling keeps the cost O(random), not O(blocks).
+        std::unordered_set<int64_t> seen;
         while (static_cast<int64_t>(picked.size()) < take) {
-          const int64_t c = static_cast<int64_t>(splitmix64(state) % static_cast<uint64_t>(blocks));
-          if (!fixed(c) && std::find(picked.begin(), picked.end(), c) == picked.end()) picked.push_back(c);
+          const int64_t c = static_cast<int64_t>(splitmix64(state) % static_cast<uint64_t>(blocks_));
+          if (!fixed(r, c) && seen.insert(c).second) picked.push_back(c);
         }
       }
-      row.insert(row.end(), picked.begin(), picked.end());
-      std::sort(row.begin(), row.end());
+      std::sort(picked.begin(), picked.end());
     }
   }
 
   bool allow(int64_t q, int64_t k) const override {
-    const int64_t r = position(q) / s_.block;
-    if (r < s_.global) return true;
-    const std::vector<int64_t>& row = rows_[static_cast<size_t>(r)];
-    return std::binary_search(row.begin(), row.end(), k / s_.block);
+    const int64_t r = position(q) / s_.block, c = k / s_.block;
+    if (r < s_.global || fixed(r, c)) return true;
+    const std::vector<int64_t>& row = random_[static_cast<size_t>(r)];
+    return std::binary_search(row.begin(), row.end(), c);
   }
 
   void append_keys(int64_t q, std::vector<KeyInterval>& out) const override {
     const int64_t r = position(q) / s_.block;
+    auto blocks = [&](int64_t c0, int64_t c1) {  // key blocks [c0, c1]
+      if (c0 <= c1) out.push_back({c0 * s_.block, std::min(kv_len_, (c1 + 1) * s_.block)});
+    };
     if (r < s_.global) {
-      out.push_back({0, kv_len_});
+      blocks(0, blocks_ - 1);
       return;
     }
-    for (int64_t c : rows_[static_cast<size_t>(r)])
-      out.push_back({c * s_.block, std::min(kv_len_, (c + 1) * s_.block)});
+    blocks(0, std::min(s_.global, blocks_) - 1);
+    blocks(window_lo(r), window_hi(r));
+    for (int64_t c : random_[static_cast<size_t>(r)]) blocks(c, c);
   }
 
  private:
+  // Window blocks of block-row r beyond the global ones: [window_lo, window_hi].
+  int64_t window_lo(int64_t r) const { return std::max(s_.global, r - (s_.window - 1) / 2); }
+  int64_t window_hi(int64_t r) const { return std::min(blocks_ - 1, r + s_.window / 2); }
+  bool fixed(int64_t r, int64_t c) const { return c < s_.global || (c >= window_lo(r) && c <= window_hi(r)); }
+
   BigBirdSpec s_;
-  std::vector<std::vector<int64_t>> rows_;  // allowed key blocks per block-row, sorted
+  int64_t blocks_;
+  std::vector<std::vector<int64_t>> random_;  // random key blocks per block-row, sorted
 };
 
 class StridedImpl final : public PatternImpl {

@@ -5,7 +5,9 @@
 // Not for: .npz, memory mapping, or dtypes other than little-endian f2/f4/f8.
 #include "attnkit/npy.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
@@ -353,14 +355,31 @@ Tensor parse_npy(const void* bytes, size_t size, std::string_view arg_name) {
 
 Tensor read_npy(const std::string& path, std::string_view arg_name) {
   const std::string label = arg_name.empty() ? path : fmt::format("{} ({})", arg_name, path);
-  const File f(std::fopen(path.c_str(), "rb"));
-  if (!f) throw Error(fmt::format("{}: cannot open for reading: {}", label, std::strerror(errno)));
-  // fstat on the open handle, so the size belongs to the file actually read; directories
-  // and devices are refused because their sizes say nothing about their contents.
+  // O_NONBLOCK so that opening a FIFO does not wait for a writer; fstat on the open handle,
+  // so the size belongs to the file actually read. Directories, pipes and devices are
+  // refused because their sizes say nothing about their contents.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) throw Error(fmt::format("{}: cannot open for reading: {}", label, std::strerror(errno)));
   struct stat st {};
-  if (fstat(fileno(f.get()), &st) != 0) throw Error(fmt::format("{}: cannot stat: {}", label, std::strerror(errno)));
-  if (!S_ISREG(st.st_mode)) throw Error(fmt::format("{}: not a regular file", label));
+  const bool stat_ok = fstat(fd, &st) == 0;
+  if (!stat_ok || !S_ISREG(st.st_mode)) {
+    const std::string why = stat_ok ? "not a regular file" : fmt::format("cannot stat: {}", std::strerror(errno));
+    ::close(fd);
+    throw Error(fmt::format("{}: {}", label, why));
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  const File f(fdopen(fd, "rb"));
+  if (!f) {
+    ::close(fd);
+    throw Error(fmt::format("{}: cannot open for reading: {}", label, std::strerror(errno)));
+  }
   const auto total = static_cast<uint64_t>(st.st_size);
+  // A sparse or enormous file can pass every size check and still not fit in memory: refuse
+  // it here rather than be killed while reading it.
+  const uint64_t ram = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (ram > 0 && total > ram / 2)
+    throw Error(fmt::format("{}: file of {} bytes is larger than half of this machine's memory ({} bytes)", label,
+                            total, ram));
 
   unsigned char head[kMaxPreamble];
   read_exact(f.get(), head, static_cast<size_t>(std::min<uint64_t>(total, kMaxPreamble)), label, "preamble");

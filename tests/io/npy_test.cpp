@@ -14,6 +14,8 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 namespace attnkit {
@@ -314,6 +316,9 @@ TEST_F(NpyFiles, ReadErrorsNameTheArgumentAndPath) {
   };
   expect_read_error(path("missing.npy"), "cannot open");
   expect_read_error(dir_.string(), "not a regular file");
+  // A named pipe with no writer must be refused at once, not block the reader.
+  ASSERT_EQ(mkfifo(path("pipe.npy").c_str(), 0600), 0);
+  expect_read_error(path("pipe.npy"), "not a regular file");
   spit(path("empty.npy"), "");
   expect_read_error(path("empty.npy"), "empty file");
 

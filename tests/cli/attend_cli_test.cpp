@@ -87,7 +87,7 @@ TEST_F(AttendCli, BadInputGetsOneClearMessageAndExitCode2) {
   }
   const std::string out = " --out " + path("o.npy");
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {fmt::format("attend --q {} --k {} --v {}", q, k3, v3), "q_heads (4) must be a multiple of kv_heads (3)"},
+      {fmt::format("attend --q {} --k {} --v {}", q, k3, v3), "--q/--k/--v ("},
       {fmt::format("attend --q {} --k {} --v {}", q, kd, v), "head dims of q and k"},
       {fmt::format("attend --q {} --k {} --v {}", q, k, v3), "head counts of k and v"},
       {fmt::format("attend --q {} --k {} --v {}", q3, k, v), "q [B, Hq, Nq, Dqk] must have 4 dimensions"},
@@ -96,13 +96,14 @@ TEST_F(AttendCli, BadInputGetsOneClearMessageAndExitCode2) {
       {fmt::format("attend --q {} --k {} --v {}", q, path("missing.npy"), v), "missing.npy"},
       {fmt::format("attend --q {} --k {} --v {} --pattern window:-3,0", q, k, v), "window left (-3)"},
       {fmt::format("attend --q {} --k {} --v {} --pattern spiral", q, k, v), "unknown pattern kind 'spiral'"},
-      {fmt::format("attend --q {} --k {} --v {} --alibi 0.5,0.25", q, k, v), "alibi_slopes has 2 entries"},
+      {fmt::format("attend --q {} --k {} --v {} --alibi 0.5,0.25", q, k, v), "--alibi: 2 slopes given"},
       {fmt::format("attend --q {} --k {} --v {} --alibi x", q, k, v), "--alibi: 'x' is not a number"},
-      {fmt::format("attend --q {} --k {} --v {} --softcap -1", q, k, v), "softcap (-1)"},
+      {fmt::format("attend --q {} --k {} --v {} --softcap -1", q, k, v), "--softcap (-1)"},
       {fmt::format("attend --q {} --k {} --v {} --kernel fastest", q, k, v), "kernel 'fastest'"},
       {fmt::format("attend --q {} --k {} --v {} --out-dtype bf16", q, k, v), "--out-dtype"},
-      {fmt::format("attend --q {} --k {} --v {} --scale abc", q, k, v), "scale"},
+      {fmt::format("attend --q {} --k {} --v {} --scale abc", q, k, v), "--scale: 'abc' is not a finite number"},
       {fmt::format("attend --q {} --k {}", q, k), "--v is required"},
+      {fmt::format("attend --q {} --k {} --v {} --scale nan", q, k, v), "--scale: 'nan' is not a finite number"},
   };
   for (const auto& [args, needle] : cases) {
     const auto r = run_cli(args + (args.find("--v") != std::string::npos ? out : ""));

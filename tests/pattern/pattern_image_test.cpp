@@ -17,6 +17,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "cli_runner.hpp"
 #include <nlohmann/json.hpp>
 
 #include "attnkit/error.hpp"
@@ -30,7 +32,7 @@ namespace fs = std::filesystem;
 class ScratchDir {
  public:
   ScratchDir() {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     path_ = fs::temp_directory_path() /
             (std::string("attnkit_pic_") + std::to_string(getpid()) + "_" + info->test_suite_name() + "_" + info->name());
     fs::create_directories(path_);
@@ -244,21 +246,9 @@ TEST(PatternPng, BadOptionsAndUnwritablePathsAreErrors) {
             std::string::npos);
 }
 
-struct CliRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
+using CliRun = testing::CliResult;
 
-CliRun run_cli(const std::string& args) {
-  CliRun r;
-  FILE* pipe = popen((std::string(ATTNKIT_CLI_PATH) + " pattern " + args + " 2>&1").c_str(), "r");
-  if (!pipe) return r;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+CliRun run_cli(const std::string& args) { return testing::run_cli("pattern " + args); }
 
 TEST(PatternCli, BadInputExitsWithTwoAndSaysWhy) {
   const std::vector<std::pair<std::string, std::string>> cases = {

@@ -11,9 +11,23 @@ namespace attnkit::cli {
 namespace {
 
 struct AttendArgs {
-  std::string q, k, v, out, lse, pattern = "none", kernel = "auto", alibi, out_dtype = "f32";
-  double scale = NAN, softcap = 0;
+  std::string q, k, v, out, lse, pattern = "none", kernel = "auto", alibi, out_dtype = "f32", scale;
+  double softcap = 0;
 };
+
+// --scale: absent means 1/sqrt(Dqk); given, it must be a finite number.
+double parse_scale(const std::string& text) {
+  if (text.empty()) return NAN;
+  size_t used = 0;
+  double x = NAN;
+  try {
+    x = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  check(used == text.size() && std::isfinite(x), [&] { return fmt::format("--scale: '{}' is not a finite number", text); });
+  return x;
+}
 
 // "auto" gives the standard slopes for the query heads; otherwise a comma-separated list.
 std::vector<double> parse_alibi(const std::string& text, int64_t heads) {
@@ -50,13 +64,24 @@ int run(const AttendArgs& a) {
   const Tensor q = read_npy(a.q, "--q"), k = read_npy(a.k, "--k"), v = read_npy(a.v, "--v");
   AttendOptions opts;
   opts.pattern = Pattern::parse(a.pattern);
-  opts.scale = a.scale;
+  opts.scale = parse_scale(a.scale);
+  check(std::isfinite(a.softcap) && a.softcap >= 0,
+        [&] { return fmt::format("--softcap ({}) must be finite and >= 0 (0 disables it)", a.softcap); });
   opts.softcap = a.softcap;
   opts.kernel = parse_kernel(a.kernel);
-  const AttnShape shape = AttnShape::from_views(q.view(), k.view(), v.view(), a.scale);
+  AttnShape shape;
+  try {
+    shape = AttnShape::from_views(q.view(), k.view(), v.view(), opts.scale);
+  } catch (const Error& e) {  // name the files, not just the library's fields
+    throw Error(fmt::format("--q/--k/--v ({}, {}, {}): {}", a.q, a.k, a.v, e.what()));
+  }
   check(shape.q_len > 0, [&] { return fmt::format("--q ({}): the query sequence (dim 2) is empty", a.q); });
   check(shape.kv_len > 0, [&] { return fmt::format("--k ({}): the key sequence (dim 2) is empty", a.k); });
   opts.alibi_slopes = parse_alibi(a.alibi, shape.q_heads);
+  check(opts.alibi_slopes.empty() || static_cast<int64_t>(opts.alibi_slopes.size()) == shape.q_heads, [&] {
+    return fmt::format("--alibi: {} slopes given; one per query head ({}) is needed, or 'auto'",
+                       opts.alibi_slopes.size(), shape.q_heads);
+  });
   const DType o_dtype = parse_dtype(a.out_dtype);
   check(o_dtype != DType::bf16, [] { return std::string("--out-dtype: bf16 has no .npy type; use f32, f64 or f16"); });
   for (auto [t, name] : {std::pair{&q, "q"}, std::pair{&k, "k"}, std::pair{&v, "v"}})

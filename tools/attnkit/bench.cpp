@@ -76,6 +76,17 @@ struct BenchArgs {
   bool no_peak = false;
 };
 
+// Bytes of Q, K, V, O (f32) and LSE: what the extra memory is compared with.
+int64_t io_bytes(const BenchCase& c) {
+  const AttnShape& s = c.shape;
+  const int64_t e = static_cast<int64_t>(dtype_size(c.dtype));
+  // In double: a custom case may be absurd, and is refused on this figure.
+  return static_cast<int64_t>(std::min(
+      9e18, double(s.batch) * (double(s.q_heads * s.q_len) * double(s.d_qk * e) +
+                               double(s.kv_heads * s.kv_len) * double((s.d_qk + s.d_v) * e) +
+                               double(s.q_heads * s.q_len) * double((s.d_v + 1) * 4))));
+}
+
 std::vector<BenchCase> cases_for(const BenchArgs& a) {
   if (a.pattern.empty()) return sweep(a.quick);
   BenchCase c{a.pattern, {}, parse_dtype(a.dtype)};
@@ -83,6 +94,13 @@ std::vector<BenchCase> cases_for(const BenchArgs& a) {
   c.shape.q_len = a.n, c.shape.kv_len = a.kv_n > 0 ? a.kv_n : a.n, c.shape.d_qk = c.shape.d_v = a.d;
   c.shape.validate();
   check(c.dtype != DType::f64, [] { return std::string("--dtype: the kernels take f32, bf16 or f16 inputs"); });
+  check(a.batch <= kMaxKvBatch && a.q_heads <= kMaxKvHeads, [] { return std::string("--batch/--q-heads: absurd"); });
+  const double bytes = double(io_bytes(c));
+  const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
+  check(bytes <= ram / 2, [&] {
+    return fmt::format("the case needs {:.1f} GiB of inputs and outputs; this machine has {:.1f} GiB of memory",
+                       bytes / double(1 << 30), ram / double(1 << 30));
+  });
   return {c};
 }
 
@@ -184,14 +202,6 @@ Timing time_runs(const BenchCase& c, Kernel kernel, int reps) {
   return {ms, reset ? std::max<int64_t>(0, peak_resident_bytes() - before) : -1};
 }
 
-// Bytes of Q, K, V, O (f32) and LSE: what the extra memory is compared with.
-int64_t io_bytes(const BenchCase& c) {
-  const AttnShape& s = c.shape;
-  const int64_t e = static_cast<int64_t>(dtype_size(c.dtype));
-  return s.batch * (s.q_heads * s.q_len * s.d_qk * e + s.kv_heads * s.kv_len * (s.d_qk + s.d_v) * e +
-                    s.q_heads * s.q_len * (s.d_v + 1) * 4);
-}
-
 double case_gflop(const BenchCase& c) {
   return count_work(c.shape, Pattern::parse(c.pattern).bind(c.shape.q_len, c.shape.kv_len)).flops * 1e-9;
 }
@@ -242,7 +252,7 @@ int run(const BenchArgs& a) {
   const Kernel kernel = parse_kernel(a.kernel);
   const int reps = a.reps > 0 ? a.reps : (a.quick ? 3 : 5);
   check(a.n >= 1 && a.kv_n >= 0 && a.d >= 1, [&] { return std::string("--n and --d must be >= 1, --kv-n >= 0"); });
-  check(reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", reps); });
+  check(a.reps >= 0 && reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", a.reps); });
   nlohmann::json records = nlohmann::json::array();
   const std::vector<BenchCase> cases = cases_for(a);  // validates a custom case before any work
   std::optional<HwInfo> hw;

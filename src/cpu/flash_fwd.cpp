@@ -10,6 +10,8 @@
 #include <exception>
 #include <memory>
 #include <numeric>
+#include <optional>
+#include <span>
 
 #include <hwy/aligned_allocator.h>
 #include <omp.h>
@@ -31,7 +33,10 @@ struct Plan {
   int64_t chunks; // tiles needed to cover a group's heads
   int64_t bm, rows, rp, splits;
   int64_t q_tiles;
-  std::vector<int64_t> tiles_per_row;  // non-empty kv tiles per query tile (rows are rebuilt on the fly)
+  std::vector<int64_t> tiles_per_row;  // non-empty kv tiles per query tile
+  // Interval patterns compile their tile lists once (O(visited tiles)); the analytic window
+  // kinds rebuild a row on the fly in O(its tiles), so causal holds no list at all.
+  std::optional<TileList> lists;
   float q_scale;  // applied while packing Qt (f32 path) or to S (native bf16 path)
   Bf16Ops bf16;   // native bf16 dot products, when every input is contiguous bf16
 };
@@ -219,9 +224,14 @@ void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const Tens
   const ScoreMods mods{static_cast<float>(opts.softcap), opts.alibi_slopes.empty() ? nullptr : w.slopes.get(),
                        w.pos_rel.get()};
 
-  p.pattern.tile_row(it.q_tile, p.bm, kBlockKeys, w.tile_row);
-  for (const TileRef& t : std::span(w.tile_row).subspan(static_cast<size_t>(it.first),
-                                                        static_cast<size_t>(it.last - it.first))) {
+  std::span<const TileRef> row;
+  if (p.lists) {
+    row = p.lists->row(it.q_tile);
+  } else {
+    p.pattern.tile_row(it.q_tile, p.bm, kBlockKeys, w.tile_row);
+    row = w.tile_row;
+  }
+  for (const TileRef& t : row.subspan(static_cast<size_t>(it.first), static_cast<size_t>(it.last - it.first))) {
     const int64_t k0 = t.kv_tile * kBlockKeys, width = std::min(kBlockKeys, s.kv_len - k0);
     KvRows kv{};
     kv.width = width;
@@ -264,7 +274,7 @@ void finish_rows(const Plan& p, const WorkItem& it, const Workspace& w, Emit&& e
 
 Plan make_plan(const AttnProblem& prob, const TensorView& q, const TensorView& k, const TensorView& v,
                const AttendOptions& opts, const FlashConfig& cfg, int64_t lanes) {
-  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 0, 0, 1, 0, {}, 0, {}};
+  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 0, 0, 1, 0, {}, {}, 0, {}};
   const AttnShape& s = p.s;
   p.group = s.group();
   // A group larger than a tile (e.g. MQA with 128 query heads) is split across tiles, so
@@ -275,10 +285,16 @@ Plan make_plan(const AttnProblem& prob, const TensorView& q, const TensorView& k
   p.rows = p.heads * p.bm;
   p.rp = (p.rows + lanes - 1) / lanes * lanes;
   p.q_tiles = (s.q_len + p.bm - 1) / p.bm;
-  std::vector<TileRef> row;
-  for (int64_t qt = 0; qt < p.q_tiles; ++qt) {
-    p.pattern.tile_row(qt, p.bm, kBlockKeys, row);
-    p.tiles_per_row.push_back(static_cast<int64_t>(row.size()));
+  const Pattern::Kind kind = p.pattern.pattern().kind();
+  if (kind == Pattern::Kind::none || kind == Pattern::Kind::causal || kind == Pattern::Kind::window) {
+    std::vector<TileRef> row;
+    for (int64_t qt = 0; qt < p.q_tiles; ++qt) {
+      p.pattern.tile_row(qt, p.bm, kBlockKeys, row);
+      p.tiles_per_row.push_back(static_cast<int64_t>(row.size()));
+    }
+  } else {
+    p.lists = p.pattern.tiles(p.bm, kBlockKeys);
+    for (int64_t qt = 0; qt < p.q_tiles; ++qt) p.tiles_per_row.push_back(static_cast<int64_t>(p.lists->row(qt).size()));
   }
   p.q_scale = static_cast<float>(s.softmax_scale());
   auto bf16_contiguous = [](const TensorView& t) { return t.dtype() == DType::bf16 && t.stride(3) == 1; };

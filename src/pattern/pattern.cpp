@@ -172,6 +172,7 @@ int64_t BoundPattern::row_pairs(int64_t q) const {
     const int64_t p = impl_->position(q);
     return std::max<int64_t>(0, w.hi(p) - w.lo(p));
   }
+  if (const int64_t n = impl_->count_keys(q); n >= 0) return n;
   std::vector<KeyInterval> iv;
   keys(q, iv);
   int64_t n = 0;

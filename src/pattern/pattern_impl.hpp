@@ -19,6 +19,10 @@ class PatternImpl {
   // Appends the allowed keys of row q (any order, may overlap); the caller normalises.
   virtual void append_keys(int64_t q, std::vector<KeyInterval>& out) const = 0;
 
+  // The number of allowed keys of row q when the kind knows it in O(1), else -1 (then it is
+  // counted from append_keys, which for strided kinds lists O(p / stride) intervals).
+  virtual int64_t count_keys(int64_t q) const { return -1; }
+
   // Window-shaped kinds (none, causal, window) see one contiguous key interval per row
   // whose ends move monotonically with the row; that makes classification O(1).
   virtual bool is_window() const { return false; }

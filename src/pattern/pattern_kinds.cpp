@@ -167,6 +167,11 @@ class StridedImpl final : public PatternImpl {
     const int64_t d = position(q) - k;
     return d >= 0 && (d < stride_ || d % stride_ == 0);
   }
+  // Band min(stride, p + 1) keys, plus p - m stride for m = 1 .. p / stride (all before it).
+  int64_t count_keys(int64_t q) const override {
+    const int64_t p = position(q);
+    return p < 0 ? 0 : std::min(stride_, p + 1) + p / stride_;
+  }
   void append_keys(int64_t q, std::vector<KeyInterval>& out) const override {
     const int64_t p = position(q);
     if (p < 0) return;
@@ -185,6 +190,11 @@ class FixedImpl final : public PatternImpl {
   bool allow(int64_t q, int64_t k) const override {
     const int64_t p = position(q);
     return k <= p && (k / stride_ == p / stride_ || k % stride_ >= stride_ - c_);
+  }
+  // The own block up to p, plus c summary keys of every earlier block.
+  int64_t count_keys(int64_t q) const override {
+    const int64_t p = position(q);
+    return p < 0 ? 0 : p % stride_ + 1 + (p / stride_) * c_;
   }
   void append_keys(int64_t q, std::vector<KeyInterval>& out) const override {
     const int64_t p = position(q);

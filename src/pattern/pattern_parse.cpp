@@ -14,7 +14,7 @@ namespace attnkit {
 namespace {
 
 constexpr const char* kSyntax =
-    "none | causal | window:L,R | window:W | longformer:w=W[,d=D][,global=P+P+...][,causal] | "
+    "none (or full) | causal | window:L,R | window:W | longformer:w=W[,d=D][,global=P+P+...][,causal] | "
     "bigbird:block=B[,window=W][,global=G][,random=R][,seed=S] | strided:stride=S | fixed:stride=S,c=C | "
     "blocks:bq=BQ,bk=BK,mask=ROW/ROW/... (rows of 0/1)";
 

@@ -1,4 +1,5 @@
-// attnkit attend: attention over .npy inputs, written to .npy outputs.
+// attnkit attend: attention over .npy inputs, written to .npy outputs. Not for: timing
+// (attnkit bench) or formats other than .npy.
 #include <cmath>
 
 #include <fmt/format.h>

@@ -1,6 +1,7 @@
 // attnkit bench: times attention kernels on a standard sweep and reports milliseconds,
 // GFLOP/s on the pairs each pattern visits, and the KV-cache memory comparison.
-// Not for: micro-benchmarks of single loops (bench/ holds the Google Benchmark suites).
+// Not for: micro-benchmarks of single loops (bench/ holds the Google Benchmark suites), nor
+// correctness (the tests compare kernels with the reference).
 #include <algorithm>
 #include <chrono>
 #include <fstream>

@@ -113,6 +113,26 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 // Results of the probes land here, so the compiler must compute them.
 volatile float g_sink = 0;
 
+// Seconds for `body(thread)` run on `threads` threads at once, from a barrier to a barrier
+// (so the slowest thread's time); each thread's float result is consumed.
+double timed_parallel(int threads, const std::function<float(int)>& body) {
+  double elapsed = 0;
+  std::vector<float> sums(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+  {
+    Clock::time_point t0;
+#pragma omp barrier
+#pragma omp master
+    t0 = Clock::now();
+    sums[static_cast<size_t>(omp_get_thread_num())] = body(omp_get_thread_num());
+#pragma omp barrier
+#pragma omp master
+    elapsed = seconds_since(t0);
+  }
+  for (float x : sums) g_sink = g_sink + x;
+  return elapsed;
+}
+
 // Best rate (units of `work_per_iter` per second, summed over threads) of `probe(iters)`
 // run on `threads` threads at once. The iteration count is calibrated on the calling
 // thread so one trial takes about budget / 10; trials repeat until the budget is spent
@@ -136,20 +156,7 @@ double best_rate(int threads, double budget_s, double work_per_iter, const std::
   double best = 0;
   const auto start = Clock::now();
   for (int trial = 0; trial < 3 || (seconds_since(start) < budget_s && trial < 50); ++trial) {
-    double elapsed = 0;
-    std::vector<float> sums(static_cast<size_t>(threads));
-#pragma omp parallel num_threads(threads)
-    {
-      Clock::time_point t0;
-#pragma omp barrier
-#pragma omp master
-      t0 = Clock::now();
-      sums[static_cast<size_t>(omp_get_thread_num())] = probe(iters);
-#pragma omp barrier
-#pragma omp master
-      elapsed = seconds_since(t0);
-    }
-    for (float s : sums) g_sink = g_sink + s;
+    const double elapsed = timed_parallel(threads, [&](int) { return probe(iters); });
     best = std::max(best, static_cast<double>(threads) * static_cast<double>(iters) * work_per_iter / elapsed);
   }
   return best;
@@ -196,21 +203,8 @@ double dram_read_gbps(int threads, double budget_s, int64_t* bytes) {
   double best = 0;
   const auto start = Clock::now();
   for (int pass = 0; pass < 3 || (seconds_since(start) < budget_s && pass < 100); ++pass) {
-    double elapsed = 0;
-    std::vector<float> sums(static_cast<size_t>(threads));
-#pragma omp parallel num_threads(threads)
-    {
-      Clock::time_point t0;
-#pragma omp barrier
-#pragma omp master
-      t0 = Clock::now();
-      const int t = omp_get_thread_num();
-      sums[static_cast<size_t>(t)] = HWY_DYNAMIC_DISPATCH(SumF32)(p + per_thread * t, per_thread);
-#pragma omp barrier
-#pragma omp master
-      elapsed = seconds_since(t0);
-    }
-    for (float s : sums) g_sink = g_sink + s;
+    const double elapsed =
+        timed_parallel(threads, [&](int t) { return HWY_DYNAMIC_DISPATCH(SumF32)(p + per_thread * t, per_thread); });
     best = std::max(best, static_cast<double>(*bytes) / elapsed * 1e-9);
   }
   return best;

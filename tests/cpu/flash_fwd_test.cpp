@@ -135,6 +135,13 @@ TEST(FlashForward, LongSequence) {
   expect_within_tolerance({1, 1, 1, 1025, 1025, 16, 16, "longformer:w=8,global=0+500"});
 }
 
+TEST(FlashForward, EveryPatternInEveryDtype) {
+  for (const std::string& pattern : kPatterns)
+    for (DType t : {DType::bf16, DType::f16})
+      for (auto [hq, hkv] : {std::pair{2, 2}, std::pair{6, 2}, std::pair{4, 1}})
+        expect_within_tolerance({1, hq, hkv, 29, 70, 32, 32, pattern, t});
+}
+
 TEST(FlashForward, LowPrecisionInputs) {
   for (DType t : {DType::bf16, DType::f16})
     for (const char* pattern : {"none", "causal", "window:7,0"}) {

@@ -1,6 +1,8 @@
 // attend(): argument checking shared by every kernel, and the choice of kernel.
 #include "attnkit/attention.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "attnkit/reference.hpp"
@@ -46,6 +48,25 @@ void expect_dims(const TensorView& t, std::initializer_list<int64_t> want, const
     return fmt::format("{} must have shape {} = [{}], got {}", name, layout, fmt::join(w, ", "), t.shape_string());
   });
 }
+// Outputs are written from many threads: two elements sharing an address would race.
+// Sorted by stride, each dimension's stride must step over the whole extent of the
+// smaller ones (dimensions of size 1 are free).
+void expect_no_overlap(const TensorView& t, const char* name) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, size)
+  for (int i = 0; i < t.rank(); ++i)
+    if (t.size(i) > 1) dims.emplace_back(std::abs(t.stride(i)), t.size(i));
+  std::sort(dims.begin(), dims.end());
+  int64_t extent = 1;
+  for (const auto& [stride, size] : dims) {
+    check(stride >= extent, [&] {
+      return fmt::format("{}: strides make elements overlap (stride {} inside an extent of {}); outputs need "
+                         "distinct addresses",
+                         name, stride, extent);
+    });
+    extent = stride * (size - 1) + extent;
+  }
+}
+
 }  // namespace
 
 AttnProblem prepare_attention(const TensorView& q, const TensorView& k, const TensorView& v,
@@ -53,6 +74,8 @@ AttnProblem prepare_attention(const TensorView& q, const TensorView& k, const Te
   const AttnShape s = AttnShape::from_views(q, k, v, opts.scale);
   expect_dims(o, {s.batch, s.q_heads, s.q_len, s.d_v}, "o", "[B, Hq, Nq, Dv]");
   if (lse.rank() != 0) expect_dims(lse, {s.batch, s.q_heads, s.q_len}, "lse", "[B, Hq, Nq]");
+  expect_no_overlap(o, "o");
+  if (lse.rank() != 0) expect_no_overlap(lse, "lse");
   check(std::isfinite(opts.softcap) && opts.softcap >= 0,
         [&] { return fmt::format("softcap ({}) must be finite and >= 0 (0 disables it)", opts.softcap); });
   check(opts.alibi_slopes.empty() || static_cast<int64_t>(opts.alibi_slopes.size()) == s.q_heads, [&] {

@@ -275,6 +275,10 @@ TEST(ReferenceAttention, BadInputNamesTheArgument) {
   Tensor o(DType::f32, {1, 2, 4, 7}), lse(DType::f32, {1, 2, 4});
   EXPECT_NE(message([&] { attention_reference(q3.view(), k.view(), v.view(), {}, o.mut(), lse.mut()); }).find("o must have shape"),
             std::string::npos);
+  Tensor flat(DType::f32, {8});
+  const MutTensorView overlapping(flat.data(), DType::f32, {1, 2, 4, 8}, {0, 0, 0, 1});  // every row aliases
+  EXPECT_NE(message([&] { attention_reference(q3.view(), k.view(), v.view(), {}, overlapping, lse.mut()); }).find("overlap"),
+            std::string::npos);
   const Tensor q4 = random_tensor({1, 2, 4}, 1);
   EXPECT_NE(message([&] { run_ref(q4, k, v); }).find("q [B, Hq, Nq, Dqk] must have 4 dimensions"), std::string::npos);
 }

@@ -65,6 +65,9 @@ void KvConfig::validate() const {
     auto even = [](int64_t w, const char* what) {
       check(w % 2 == 0, [&] { return fmt::format("{} ({}) must be even for int4 storage (two codes per byte)", what, w); });
     };
+    // The int4 codecs (kv_quant.hpp) split value rows into groups of G channels, which
+    // must also pair up.
+    even(group, "group");
     if (is_mla()) {
       even(mla_latent + mla_rope, "mla_latent + mla_rope");
     } else {

@@ -172,10 +172,14 @@ TEST(KvSize, Int4KiviLayout) {
   KvConfig l = kv_preset("llama2-7b");
   l.storage = KvStorage::int4;
   EXPECT_EQ(kv_bytes_per_token_per_layer(l), 32 * (64 + 16 + 64 + 16));
-  // A fractional amortised rate: G = 3 gives 4*d/3 bytes of K scales per token.
+  // A fractional amortised rate: G = 6 gives 4*d/6 bytes of K scales per token, and one
+  // (short) value group per token.
   KvConfig frac = shape(1, 1, 1, 4, 8, KvStorage::int4);
+  frac.group = 6;
+  EXPECT_DOUBLE_EQ(kv_bytes_per_token_per_layer(frac), 2 + 16.0 / 6 + 2 + 1 * 4);
+  // Odd groups cannot pair their channel codes into bytes (kv_quant.hpp's layout).
   frac.group = 3;
-  EXPECT_DOUBLE_EQ(kv_bytes_per_token_per_layer(frac), 2 + 16.0 / 3 + 2 + 2 * 4);
+  EXPECT_THROW(frac.validate(), Error);
 }
 
 TEST(KvSize, MlaInt4TreatsTheLatentAsK) {

@@ -20,8 +20,8 @@
 //     K = T*hk*wk,  V = T*hv*wv,  overhead = T*(hk + hv)*2.
 //   int4 — KIVI-style asymmetric, x ~= scale * q + zero with q in [0, 15], scale =
 //   (max - min) / 15, zero = min, both f16; two codes per byte (even channel in the low
-//   nibble), so wk and wv must be even. Group size G (default 32), f16 residual R
-//   (default 128; G must be even too). The newest tokens stay f16; the oldest tokens are quantized in whole
+//   nibble), so wk, wv and the group size G (default 32) must be even; f16 residual R
+//   (default 128). The newest tokens stay f16; the oldest tokens are quantized in whole
 //   groups of G:
 //     Q = G * floor(max(T - R, 0) / G)   quantized tokens (at least R tokens stay f16)
 //     F = T - Q                          f16 residual tokens, in [min(T, R), R + G - 1]

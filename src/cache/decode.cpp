@@ -189,8 +189,8 @@ class TileStep {
           k_.convert.bf16_to_f32(vb, vt, p_.dv);
           break;
         case KvStorage::f16:
-          k_.convert.f16_to_f32(kb, kt, p_.dk);
-          k_.convert.f16_to_f32(vb, vt, p_.dv);
+          k_.simd.f16_to_f32(kb, kt, p_.dk);
+          k_.simd.f16_to_f32(vb, vt, p_.dv);
           break;
         default:
           detail::decode_kv_row(k_reg_, slot + r, kt);

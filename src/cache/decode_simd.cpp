@@ -11,8 +11,12 @@
 #include <hwy/contrib/math/math-inl.h>
 #include <hwy/highway.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+
+#include "attnkit/shape.hpp"
+#include "attnkit/tensor.hpp"
 
 #include "cache/decode_simd.hpp"
 
@@ -23,43 +27,71 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
-// Dot products of up to 4 query rows with one key row, channels [0, dk) in lane-wide
-// steps and a masked tail.
-template <int R>
-HWY_INLINE void DotRows(DF d, const float* const* q, const float* HWY_RESTRICT k, int64_t dk, float* out) {
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  VF acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = hn::Zero(d);
-  int64_t c = 0;
-  for (; c + N <= dk; c += N) {
-    const VF kv = hn::LoadU(d, k + c);
-    for (int r = 0; r < R; ++r) acc[r] = hn::MulAdd(hn::LoadU(d, q[r] + c), kv, acc[r]);
+alignas(64) static const float kZeroRow[1024] = {};
+static_assert(kMaxHeadDim <= 1024, "kZeroRow must cover a key row");
+
+// out[0..3] = the lane sums of a, b, c, e. Pairs of vectors are folded with interleaves
+// (one add per pair level instead of a full reduction per vector), leaving each 128-bit
+// block as [a, b, c, e] partial sums; the blocks are then summed in scalar.
+HWY_INLINE void Reduce4(DF d, VF a, VF b, VF c, VF e, float* out) {
+#if HWY_TARGET == HWY_SCALAR
+  out[0] = hn::GetLane(a), out[1] = hn::GetLane(b), out[2] = hn::GetLane(c), out[3] = hn::GetLane(e);
+  (void)d;
+#else
+  const hn::Repartition<uint64_t, DF> du;
+  const VF ab = hn::Add(hn::InterleaveLower(d, a, b), hn::InterleaveUpper(d, a, b));
+  const VF ce = hn::Add(hn::InterleaveLower(d, c, e), hn::InterleaveUpper(d, c, e));
+  const auto lo = hn::InterleaveLower(du, hn::BitCast(du, ab), hn::BitCast(du, ce));
+  const auto hi = hn::InterleaveUpper(du, hn::BitCast(du, ab), hn::BitCast(du, ce));
+  alignas(64) float lanes[hn::MaxLanes(DF())];
+  hn::Store(hn::Add(hn::BitCast(d, lo), hn::BitCast(d, hi)), d, lanes);
+  const size_t n = hn::Lanes(d);
+  for (int k = 0; k < 4; ++k) {
+    float sum = 0;
+    for (size_t blk = 0; blk < n; blk += 4) sum += lanes[blk + k];
+    out[k] = sum;
   }
+#endif
+}
+
+// s[r0 + r][j0 + jj] for 4 query rows x 4 keys: 16 accumulators along channels, each
+// K and Q vector loaded once per block.
+HWY_INLINE void ScoresBlock(DF d, const float* const* q, const float* const* k, int64_t dk, float out[4][4]) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  VF acc[4][4];
+  for (int r = 0; r < 4; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = hn::Zero(d);
+  const auto step = [&](int64_t c, auto load) {
+    VF kv[4];
+    for (int j = 0; j < 4; ++j) kv[j] = load(k[j] + c);
+    for (int r = 0; r < 4; ++r) {
+      const VF qv = load(q[r] + c);
+      for (int j = 0; j < 4; ++j) acc[r][j] = hn::MulAdd(qv, kv[j], acc[r][j]);
+    }
+  };
+  int64_t c = 0;
+  for (; c + N <= dk; c += N) step(c, [&](const float* p) { return hn::LoadU(d, p); });
   if (c < dk) {
     const auto m = hn::FirstN(d, static_cast<size_t>(dk - c));
-    const VF kv = hn::MaskedLoad(m, d, k + c);
-    for (int r = 0; r < R; ++r) acc[r] = hn::MulAdd(hn::MaskedLoad(m, d, q[r] + c), kv, acc[r]);
+    step(c, [&](const float* p) { return hn::MaskedLoad(m, d, p); });
   }
-  for (int r = 0; r < R; ++r) out[r] = hn::GetLane(hn::SumOfLanes(d, acc[r]));
+  for (int r = 0; r < 4; ++r) Reduce4(d, acc[r][0], acc[r][1], acc[r][2], acc[r][3], out[r]);
 }
 
 void ScoresF32(const float* q, int64_t rows, int64_t dk, const float* const* krows, int64_t n, float* s) {
   const DF d;
-  float dots[4];
+  float out[4][4];
   for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-    const int64_t rr = rows - r0 < 4 ? rows - r0 : 4;
+    const int64_t rr = std::min<int64_t>(4, rows - r0);
     const float* qr[4];
-    for (int64_t r = 0; r < 4; ++r) qr[r] = q + (r0 + (r < rr ? r : 0)) * dk;
-    for (int64_t j = 0; j < n; ++j) {
-      if (rr == 4) {
-        DotRows<4>(d, qr, krows[j], dk, dots);
-      } else if (rr >= 2) {
-        DotRows<2>(d, qr, krows[j], dk, dots);
-        if (rr == 3) DotRows<1>(d, qr + 2, krows[j], dk, dots + 2);
-      } else {
-        DotRows<1>(d, qr, krows[j], dk, dots);
-      }
-      for (int64_t r = 0; r < rr; ++r) s[(r0 + r) * kTileKeys + j] = dots[r];
+    for (int64_t r = 0; r < 4; ++r) qr[r] = q + (r0 + std::min(r, rr - 1)) * dk;  // padding rows repeat the last
+    for (int64_t j0 = 0; j0 < n; j0 += 4) {
+      const int64_t jj = std::min<int64_t>(4, n - j0);
+      const float* kr[4];
+      for (int64_t j = 0; j < 4; ++j) kr[j] = j < jj ? krows[j0 + j] : kZeroRow;
+      ScoresBlock(d, qr, kr, dk, out);
+      for (int64_t r = 0; r < rr; ++r)
+        for (int64_t j = 0; j < jj; ++j) s[(r0 + r) * kTileKeys + j0 + j] = out[r][j];
     }
   }
 }
@@ -163,6 +195,19 @@ void RescaleRows(float* acc, int64_t rows, int64_t dv, const float* alpha) {
   }
 }
 
+// f16 rows to f32: vcvtph2ps where the target has F16C (AVX2, AVX-512), Highway's exact
+// emulation elsewhere; one instruction per vector, where flash's bit-exact shared path
+// spends about ten (it dominated the f16 decode profile).
+void F16ToF32(const uint16_t* src, float* dst, int64_t n) {
+  const DF d;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto* h = reinterpret_cast<const hwy::float16_t*>(src);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, h + i)), d, dst + i);
+  for (; i < n; ++i) dst[i] = f16_to_float(src[i]);
+}
+
 const char* Target() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace HWY_NAMESPACE
@@ -176,6 +221,7 @@ HWY_EXPORT(ScoresF32);
 HWY_EXPORT(PvF32);
 HWY_EXPORT(SoftmaxTile);
 HWY_EXPORT(RescaleRows);
+HWY_EXPORT(F16ToF32);
 HWY_EXPORT(Target);
 
 SimdOps simd_ops() {
@@ -187,6 +233,7 @@ SimdOps simd_ops() {
   ops.pv_f32 = HWY_DISPATCH_TABLE(PvF32)[t];
   ops.softmax_tile = HWY_DISPATCH_TABLE(SoftmaxTile)[t];
   ops.rescale_rows = HWY_DISPATCH_TABLE(RescaleRows)[t];
+  ops.f16_to_f32 = HWY_DISPATCH_TABLE(F16ToF32)[t];
   ops.target = HWY_DISPATCH_TABLE(Target)[t]();
   return ops;
 }

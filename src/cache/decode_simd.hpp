@@ -22,6 +22,7 @@ struct SimdOps {
   void (*softmax_tile)(float* s, int64_t rows, int64_t n, const SoftmaxParams& prm, const float* bias, float* m,
                        float* l, float* alpha);
   void (*rescale_rows)(float* acc, int64_t rows, int64_t dv, const float* alpha);
+  void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);  // exact
   const char* target;
 };
 

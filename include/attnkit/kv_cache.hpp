@@ -161,7 +161,10 @@ class KvBlockStore {
 
  private:
   int64_t pooled_bytes_, max_pooled_;
-  std::vector<std::unique_ptr<std::byte[]>> blocks_;
+  struct FreeBytes {
+    void operator()(std::byte* p) const;
+  };
+  std::vector<std::unique_ptr<std::byte[], FreeBytes>> blocks_;
   std::vector<int64_t> sizes_;
   std::vector<int32_t> refs_;
   std::vector<KvBlockId> free_;     // pooled blocks with no reference, kept allocated

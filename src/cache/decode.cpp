@@ -32,18 +32,15 @@ constexpr int64_t kMinChunkTiles = 8;
 struct Kernels {
   SimdOps simd;
   flash::SimdOps convert;  // bf16 / f16 -> f32 rows
-  bool stored;             // stored-byte micro-kernels for bf16 / int8 / int4 tiles
+  bool stored;             // stored-byte micro-kernels for bf16 tiles
 };
 
 // Per-thread buffers, allocated before the parallel region.
 struct Scratch {
-  std::vector<float> q, s, bias, acc, m, l, alpha, ktile, vtile, qs, kscale, vscale, angles;
+  std::vector<float> q, s, bias, acc, m, l, alpha, ktile, vtile, angles;
   std::vector<uint16_t> qb;
-  std::vector<int16_t> q16;
   const void* krows[kTileKeys];
   const void* vrows[kTileKeys];
-  const uint16_t* kpar[2][kTileKeys];  // int4 keys: scales, zeros of each key's group
-  const uint16_t* vpar[2][kTileKeys];  // int4 values: scales, zeros of each key
 
   Scratch(const Plan& p) {
     const auto z = [](std::vector<float>& v, int64_t n) { v.assign(static_cast<size_t>(n), 0.0f); };
@@ -56,12 +53,8 @@ struct Scratch {
     z(alpha, p.rows);
     z(ktile, kTileKeys * p.dk);
     z(vtile, kTileKeys * p.dv);
-    z(qs, p.rows);
-    z(kscale, kTileKeys);
-    z(vscale, kTileKeys);
     z(angles, p.dk);
     qb.assign(static_cast<size_t>(p.rows * p.dk), 0);
-    q16.assign(static_cast<size_t>(p.rows * p.dk), 0);
   }
 };
 
@@ -93,7 +86,6 @@ void prepare_queries(const KvCache& cache, const Plan& p, const TensorView& q, i
   }
   if (tile_format == KvStorage::bf16)
     for (size_t i = 0; i < w.q.size(); ++i) w.qb[i] = float_to_bf16(w.q[i]);
-  if (tile_format == KvStorage::int8) quantize_q16(w.q.data(), p.rows, p.dk, q16_limit(p.dk, 127), w.q16.data(), w.qs.data());
 }
 
 // The tile step for one format: S = Q K^T into w.s, then (after the softmax) O += P V.
@@ -112,7 +104,7 @@ class TileStep {
       const KvBlockLayout& lay = at.residual ? cache_.residual_layout() : main_;
       k_reg_ = detail::kv_region(lay, block, layer_, h_, true);
       v_reg_ = detail::kv_region(lay, block, layer_, h_, false);
-      fast_ = k_.stored && !at.residual;  // int4's f16 residual takes the generic path
+      fast_ = k_.stored && !at.residual;
       for (int64_t r = 0; r < run; ++r) locate_row(w, j + r, at.slot + r);
       if (!fast_) dequantise(w, j, run, at.slot, i);
       i += run;
@@ -122,12 +114,6 @@ class TileStep {
     if (fast_ && fmt == KvStorage::bf16) {
       scores_bf16_avx512(w.qb.data(), p_.rows, p_.dk, reinterpret_cast<const uint16_t* const*>(w.krows), n_,
                          w.s.data());
-    } else if (fast_ && fmt == KvStorage::int8) {
-      scores_int8_avx512(w.q16.data(), w.qs.data(), p_.rows, p_.dk, reinterpret_cast<const int8_t* const*>(w.krows),
-                         w.kscale.data(), n_, w.s.data());
-    } else if (fast_ && fmt == KvStorage::int4) {
-      scores_int4_avx512(w.q.data(), p_.rows, p_.dk, reinterpret_cast<const uint8_t* const*>(w.krows), w.kpar[0],
-                         w.kpar[1], n_, w.s.data());
     } else {
       k_.simd.scores_f32(w.q.data(), p_.rows, p_.dk, reinterpret_cast<const float* const*>(w.krows), n_, w.s.data());
     }
@@ -137,12 +123,6 @@ class TileStep {
     const KvStorage fmt = k_reg_.storage;
     if (fast_ && fmt == KvStorage::bf16)
       pv_bf16_avx512(w.s.data(), p_.rows, reinterpret_cast<const uint16_t* const*>(w.vrows), n_, p_.dv, w.acc.data());
-    else if (fast_ && fmt == KvStorage::int8)
-      pv_int8_avx512(w.s.data(), p_.rows, reinterpret_cast<const int8_t* const*>(w.vrows), w.vscale.data(), n_, p_.dv,
-                     w.acc.data());
-    else if (fast_ && fmt == KvStorage::int4)
-      pv_int4_avx512(w.s.data(), p_.rows, reinterpret_cast<const uint8_t* const*>(w.vrows), w.vpar[0], w.vpar[1],
-                     v_reg_.group, n_, p_.dv, w.acc.data());
     else
       k_.simd.pv_f32(w.s.data(), p_.rows, reinterpret_cast<const float* const*>(w.vrows), n_, p_.dv, w.acc.data());
   }
@@ -154,18 +134,6 @@ class TileStep {
   void locate_row(Scratch& w, int64_t j, int64_t slot) {
     w.krows[j] = k_reg_.codes + slot * k_reg_.row_bytes;
     w.vrows[j] = v_reg_.codes + slot * v_reg_.row_bytes;
-    const auto* kp = reinterpret_cast<const uint16_t*>(k_reg_.params);
-    const auto* vp = reinterpret_cast<const uint16_t*>(v_reg_.params);
-    if (k_reg_.storage == KvStorage::int8) {
-      w.kscale[static_cast<size_t>(j)] = f16_to_float(kp[slot]);
-      w.vscale[static_cast<size_t>(j)] = f16_to_float(vp[slot]);
-    } else if (k_reg_.storage == KvStorage::int4) {
-      const int64_t wk = k_reg_.width, ng = int4_value_groups(v_reg_.width, v_reg_.group);
-      w.kpar[0][j] = kp + slot / k_reg_.group * 2 * wk;
-      w.kpar[1][j] = w.kpar[0][j] + wk;
-      w.vpar[0][j] = vp + slot * ng;
-      w.vpar[1][j] = vp + v_reg_.slots * ng + slot * ng;
-    }
   }
 
   // Generic path: rows [j0, j0 + run) (slots from `slot`, logical from `i0`) of this run's
@@ -260,10 +228,8 @@ void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64
   static const SimdOps simd = simd_ops();
   static const flash::SimdOps convert = flash::simd_ops();
   Kernels k{simd, convert, false};
-  k.stored = opts.kernel == DecodeKernel::automatic && avx512_available() &&
-             avx512_supports(p.dk, p.dv, cfg.storage == KvStorage::int4 ? cfg.group : 16) &&
-             cache.rope() == nullptr &&
-             (cfg.storage == KvStorage::bf16 || cfg.storage == KvStorage::int8 || cfg.storage == KvStorage::int4);
+  k.stored = opts.kernel == DecodeKernel::automatic && cfg.storage == KvStorage::bf16 && avx512_available() &&
+             avx512_supports(p.dk, p.dv) && cache.rope() == nullptr;
 
   // Work items, and the split of each (sequence, KV head) along its keys.
   std::vector<Item> items;

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <new>
+#include <cstdlib>
+
+#include <sys/mman.h>
 
 #include <fmt/format.h>
 
@@ -107,6 +109,28 @@ KvBlockLayout::KvBlockLayout(KvStorage storage_, int64_t slots_, const KvCacheCo
 
 // ---- block store ----
 
+namespace {
+
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Zeroed bytes, or null. Blocks of 2 MiB and more are 2 MiB-aligned and asked to be backed
+// by transparent huge pages: a decode step streams each head's K and V rows, and with 4 KiB
+// pages the hardware prefetchers stop at every page boundary (measured: bf16 decode at 7 GB/s
+// on one thread with 4 KiB pages).
+std::byte* allocate_bytes(int64_t bytes) {
+  const size_t n = static_cast<size_t>(std::max<int64_t>(bytes, 1));
+  const bool huge = n >= kHugePage;
+  void* p = huge ? std::aligned_alloc(kHugePage, (n + kHugePage - 1) / kHugePage * kHugePage) : std::malloc(n);
+  if (!p) return nullptr;
+  if (huge) madvise(p, (n + kHugePage - 1) / kHugePage * kHugePage, MADV_HUGEPAGE);  // advisory: failure is fine
+  std::memset(p, 0, n);
+  return static_cast<std::byte*>(p);
+}
+
+}  // namespace
+
+void KvBlockStore::FreeBytes::operator()(std::byte* p) const { std::free(p); }
+
 KvBlockStore::KvBlockStore(int64_t pooled_bytes, int64_t max_pooled)
     : pooled_bytes_(pooled_bytes), max_pooled_(max_pooled) {}
 
@@ -122,12 +146,9 @@ KvBlockId KvBlockStore::allocate(int64_t bytes) {
   }
   if (pooled && max_pooled_ > 0 && pooled_in_use_ >= max_pooled_)
     throw Error(fmt::format("the paged cache is full: all max_pages ({}) pages are in use", max_pooled_));
-  std::unique_ptr<std::byte[]> mem;
-  try {
-    mem.reset(new std::byte[static_cast<size_t>(bytes)]());
-  } catch (const std::bad_alloc&) {
+  std::unique_ptr<std::byte[], FreeBytes> mem(allocate_bytes(bytes));
+  if (!mem && bytes > 0)
     throw Error(fmt::format("cannot allocate a KV block of {} bytes ({})", bytes, format_bytes(double(bytes))));
-  }
   KvBlockId b;
   if (!retired_.empty()) {
     b = retired_.back();

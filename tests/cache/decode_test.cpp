@@ -206,7 +206,9 @@ TEST(Decode, PagedEqualsContiguousEqualsRing) {
     rk.sinks = 5;
     const Filled ring(rk);
     const Result a = run(contiguous, k, q, false, DecodeKernel::automatic, 90, 5), b = run(ring, rk, q, false);
-    EXPECT_LE(max_abs_diff(a.out.view(), b.out.view()), 1e-5) << kv_storage_name(st);
+    // Different tile boundaries: f32 summation order, and for bf16 the rounding of P, taken
+    // relative to a running max that depends on where tiles start.
+    EXPECT_LE(max_abs_diff(a.out.view(), b.out.view()), st == KvStorage::bf16 ? 2e-3 : 1e-5) << kv_storage_name(st);
   }
 }
 

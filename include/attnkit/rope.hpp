@@ -130,6 +130,13 @@ void apply_rope(const RopeCache& cache, const MutTensorView& x, const int64_t* p
 // it is stored). Throws Error naming d or pos; the checks are two compares per row.
 void rope_row(const RopeCache& cache, float* row, int64_t d, int64_t pos);
 
+// One position's cos / sin computed directly, without a table: c, s: [R/2], bitwise equal
+// to RopeCache's row for pos. For streams whose positions outgrow any table (a rolling KV
+// cache a million tokens in). Throws Error naming the field or pos (in [0, 2^31)).
+void rope_angles(const RopeConfig& config, int64_t head_dim, int64_t pos, float* c, float* s);
+// Rotates a contiguous f32 head vector row: [head_dim] in place by rope_angles' c, s.
+void rope_row_angles(const RopeConfig& config, int64_t head_dim, const float* c, const float* s, float* row);
+
 // The oracle: the same rotation computed literally in double from the config (no table),
 // reading and writing through the view's get/set. x: [B, H, N, D], positions: [B, N], as
 // for apply_rope; positions must be in [0, 2^31). Exact up to double rounding for f64

@@ -221,4 +221,21 @@ void rope_row(const RopeCache& cache, float* row, int64_t d, int64_t pos) {
   rotate_pairs(cache.style(), cache.cos(pos), cache.sin(pos), row, cache.rotary_dim() / 2);
 }
 
+void rope_angles(const RopeConfig& config, int64_t head_dim, int64_t pos, float* c, float* s) {
+  config.validate(head_dim);
+  check(pos >= 0 && pos < kMaxRopePosition, [&] { return fmt::format("rope_angles: pos ({}) must be in [0, 2^31)", pos); });
+  const int64_t r = config.resolved_rotary_dim(head_dim), half = r / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    // The same expression, in the same order, as RopeCache::reserve: bitwise equal rows.
+    const double inv_freq = std::pow(config.base, -2.0 * static_cast<double>(i) / static_cast<double>(r));
+    const double angle = static_cast<double>(pos) * inv_freq;
+    c[i] = static_cast<float>(std::cos(angle));
+    s[i] = static_cast<float>(std::sin(angle));
+  }
+}
+
+void rope_row_angles(const RopeConfig& config, int64_t head_dim, const float* c, const float* s, float* row) {
+  rotate_pairs(config.style, c, s, row, config.resolved_rotary_dim(head_dim) / 2);
+}
+
 }  // namespace attnkit

@@ -22,8 +22,10 @@
 #include "attnkit/flops.hpp"
 #include "attnkit/hwinfo.hpp"
 #include "attnkit/kv_size.hpp"
+#include "bench_decode.hpp"
 #include "command.hpp"
 #include "kv_report.hpp"
+#include "rss.hpp"
 
 namespace attnkit::cli {
 namespace {
@@ -75,6 +77,9 @@ struct BenchArgs {
   std::string pattern, dtype = "f32";
   int64_t batch = 1, q_heads = 32, kv_heads = 32, n = 4096, kv_n = 0, d = 128;
   bool no_peak = false;
+  bool decode = false;
+  DecodeBenchArgs dec;
+  std::function<bool(const char*)> given;  // whether an option was on the command line
 };
 
 // Bytes of Q, K, V, O (f32) and LSE: what the extra memory is compared with.
@@ -140,14 +145,6 @@ struct CaseInputs {
     }
   }
 };
-
-// Resident bytes now, from /proc/self/statm (0 where unavailable).
-int64_t resident_bytes() {
-  std::ifstream f("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  f >> size >> resident;
-  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
-}
 
 // Resets the high-water mark of resident memory (Linux: writing 5 to clear_refs), so the
 // peak measured next belongs to the kernel runs, not to earlier work such as hwinfo's
@@ -250,6 +247,18 @@ nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
 }
 
 int run(const BenchArgs& a) {
+  if (a.decode) {
+    DecodeBenchArgs d = a.dec;
+    d.quick = a.quick, d.no_peak = a.no_peak, d.json = a.json, d.reps = a.reps;
+    d.kernel = a.kernel == "auto" ? "auto" : a.kernel;
+    // Shared options keep the decode defaults (32 / 8 heads, d = 128, 65536 tokens) unless given.
+    if (a.given("--batch")) d.batch = a.batch;
+    if (a.given("--q-heads")) d.q_heads = a.q_heads;
+    if (a.given("--kv-heads")) d.kv_heads = a.kv_heads;
+    if (a.given("--d")) d.d = a.d;
+    if (a.given("--n")) d.n = a.n;
+    return run_decode_bench(d);
+  }
   const Kernel kernel = parse_kernel(a.kernel);
   const int reps = a.reps > 0 ? a.reps : (a.quick ? 3 : 5);
   check(a.n >= 1 && a.kv_n >= 0 && a.d >= 1, [&] { return std::string("--n and --d must be >= 1, --kv-n >= 0"); });
@@ -313,6 +322,18 @@ ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GF
                   sub.add_option("--reps", a->reps, "timed runs per case (default 3 with --quick, else 5)");
                   sub.add_flag("--no-peak", a->no_peak, "skip measuring the machine's peaks (peak fields are null)");
                   sub.add_option("--preset", a->preset, "model preset of the KV-memory comparison")->capture_default_str();
+                  sub.add_flag("--decode", a->decode,
+                               "time decode steps against KV caches instead (GB/s, fraction of DRAM bandwidth); with "
+                               "--kernel auto | generic");
+                  sub.add_option("--layout", a->dec.layout, "--decode custom case: contiguous | rolling | paged");
+                  sub.add_option("--storage", a->dec.storage, "--decode custom case: f32 | bf16 | f16 | int8 | int4");
+                  sub.add_option("--page", a->dec.page, "--decode: page size of the paged layout")->capture_default_str();
+                  sub.add_option("--nq", a->dec.nq, "--decode: new tokens per sequence")->capture_default_str();
+                  sub.add_option("--window", a->dec.window, "--decode: rolling window")->capture_default_str();
+                  sub.add_option("--sinks", a->dec.sinks, "--decode: rolling sinks")->capture_default_str();
+                  sub.add_option("--rolling-rss", a->dec.rolling_rss,
+                                 "--decode: generate this many tokens into a rolling cache and report resident memory");
+                  a->given = [&sub](const char* name) { return sub.count(name) > 0; };
                   return [a] { return run(*a); };
                 });
 

@@ -1,0 +1,299 @@
+// The decode kernel's driver: work items (sequence, KV head, chunk of tiles), the per-tile
+// reader that turns a tile of logical keys into row pointers (one block-table / ring lookup
+// per run of consecutive slots), the per-format tile step, the online softmax, and the
+// split-KV merge. See decode.hpp for the semantics and decode_micro.hpp for the kernels.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <vector>
+
+#include "attnkit/kv_quant.hpp"
+#include "attnkit/merge.hpp"
+#include "cache/decode_plan.hpp"
+#include "cache/decode_simd.hpp"
+#include "cache/kv_rows.hpp"
+#include "cpu/flash.hpp"
+
+namespace attnkit {
+namespace decode {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Below this many (sequence, KV head) items, keys are split into chunks of at least
+// kMinChunkTiles tiles; both depend only on the shapes (deterministic results).
+constexpr int64_t kMinItems = 32;
+constexpr int64_t kMinChunkTiles = 8;
+
+// Which kernels a call uses.
+struct Kernels {
+  SimdOps simd;
+  flash::SimdOps convert;  // bf16 / f16 -> f32 rows
+  bool stored;             // stored-byte micro-kernels for bf16 tiles
+};
+
+// Per-thread buffers, allocated before the parallel region.
+struct Scratch {
+  std::vector<float> q, s, bias, acc, m, l, alpha, ktile, vtile, angles;
+  std::vector<uint16_t> qb;
+  const void* krows[kTileKeys];
+  const void* vrows[kTileKeys];
+
+  Scratch(const Plan& p) {
+    const auto z = [](std::vector<float>& v, int64_t n) { v.assign(static_cast<size_t>(n), 0.0f); };
+    z(q, p.rows * p.dk);
+    z(s, p.rows * kTileKeys);
+    z(bias, p.rows * kTileKeys);
+    z(acc, p.rows * p.dv);
+    z(m, p.rows);
+    z(l, p.rows);
+    z(alpha, p.rows);
+    z(ktile, kTileKeys * p.dk);
+    z(vtile, kTileKeys * p.dv);
+    z(angles, p.dk);
+    qb.assign(static_cast<size_t>(p.rows * p.dk), 0);
+  }
+};
+
+struct Item {
+  int64_t b, h, t0, t1;  // tiles [t0, t1) of sequence b, KV head h
+  int64_t part;          // split-KV partial slot, or -1: write the output directly
+};
+
+// Loads, rotates and encodes the packed query rows r = head_in_group * nq + t.
+void prepare_queries(const KvCache& cache, const Plan& p, const TensorView& q, int64_t b, int64_t h,
+                     const KvStorage tile_format, Scratch& w) {
+  const KvCacheConfig& cfg = cache.config();
+  const KvSequence& s = *p.seqs[static_cast<size_t>(b)];
+  for (int64_t t = 0; t < p.nq; ++t) {
+    const bool rotate = cfg.rope.has_value();
+    const int64_t half = rotate ? cfg.rope->resolved_rotary_dim(p.dk) / 2 : 0;
+    if (rotate)
+      rope_angles(*cfg.rope, p.dk, cache.rope_position(s, s.held - p.nq + t), w.angles.data(),
+                  w.angles.data() + half);
+    for (int64_t hh = 0; hh < p.g; ++hh) {
+      float* row = w.q.data() + (hh * p.nq + t) * p.dk;
+      const int64_t base = q.offset(b, h * p.g + hh, t, 0);
+      if (q.dtype() == DType::f32 && q.stride(3) == 1)
+        std::memcpy(row, static_cast<const float*>(q.data()) + base, static_cast<size_t>(p.dk) * 4);
+      else
+        for (int64_t c = 0; c < p.dk; ++c) row[c] = static_cast<float>(q.load(base + c * q.stride(3)));
+      if (rotate) rope_row_angles(*cfg.rope, p.dk, w.angles.data(), w.angles.data() + half, row);
+    }
+  }
+  if (tile_format == KvStorage::bf16)
+    for (size_t i = 0; i < w.q.size(); ++i) w.qb[i] = float_to_bf16(w.q[i]);
+}
+
+// The tile step for one format: S = Q K^T into w.s, then (after the softmax) O += P V.
+class TileStep {
+ public:
+  TileStep(const KvCache& cache, const Plan& p, const Kernels& k, int64_t layer, int64_t h, const KvSequence& s)
+      : cache_(cache), p_(p), k_(k), layer_(layer), h_(h), s_(s), main_(cache.layout(s)) {}
+
+  // Resolves the tile's rows (one lookup per run of consecutive slots) and computes S.
+  void scores(const Tile& tile, Scratch& w) {
+    n_ = tile.hi - tile.lo;
+    for (int64_t i = tile.lo, j = 0; i < tile.hi;) {
+      const KvSlot at = cache_.locate(s_, i);
+      const int64_t run = cache_.run_length(s_, i, tile.hi - i);
+      auto* block = const_cast<std::byte*>(cache_.storage().data(at.block));
+      const KvBlockLayout& lay = at.residual ? cache_.residual_layout() : main_;
+      k_reg_ = detail::kv_region(lay, block, layer_, h_, true);
+      v_reg_ = detail::kv_region(lay, block, layer_, h_, false);
+      fast_ = k_.stored && !at.residual;
+      for (int64_t r = 0; r < run; ++r) locate_row(w, j + r, at.slot + r);
+      if (!fast_) dequantise(w, j, run, at.slot, i);
+      i += run;
+      j += run;
+    }
+    const KvStorage fmt = k_reg_.storage;
+    if (fast_ && fmt == KvStorage::bf16) {
+      scores_bf16_avx512(w.qb.data(), p_.rows, p_.dk, reinterpret_cast<const uint16_t* const*>(w.krows), n_,
+                         w.s.data());
+    } else {
+      k_.simd.scores_f32(w.q.data(), p_.rows, p_.dk, reinterpret_cast<const float* const*>(w.krows), n_, w.s.data());
+    }
+  }
+
+  void accumulate(Scratch& w) {
+    const KvStorage fmt = k_reg_.storage;
+    if (fast_ && fmt == KvStorage::bf16)
+      pv_bf16_avx512(w.s.data(), p_.rows, reinterpret_cast<const uint16_t* const*>(w.vrows), n_, p_.dv, w.acc.data());
+    else
+      k_.simd.pv_f32(w.s.data(), p_.rows, reinterpret_cast<const float* const*>(w.vrows), n_, p_.dv, w.acc.data());
+  }
+
+  // The format the queries must be prepared for.
+  static KvStorage query_format(const Kernels& k, KvStorage storage) { return k.stored ? storage : KvStorage::f32; }
+
+ private:
+  void locate_row(Scratch& w, int64_t j, int64_t slot) {
+    w.krows[j] = k_reg_.codes + slot * k_reg_.row_bytes;
+    w.vrows[j] = v_reg_.codes + slot * v_reg_.row_bytes;
+  }
+
+  // Generic path: rows [j0, j0 + run) (slots from `slot`, logical from `i0`) of this run's
+  // region as f32, in place of the stored-row pointers (f32 storage is read where it lies,
+  // unless RoPE must rotate a copy).
+  void dequantise(Scratch& w, int64_t j0, int64_t run, int64_t slot, int64_t i0) {
+    const bool rotate = cache_.rope() != nullptr;
+    const KvStorage fmt = k_reg_.storage;
+    for (int64_t r = 0; r < run; ++r) {
+      const int64_t j = j0 + r;
+      float* kt = w.ktile.data() + j * p_.dk;
+      float* vt = w.vtile.data() + j * p_.dv;
+      const auto* kb = static_cast<const uint16_t*>(w.krows[j]);
+      const auto* vb = static_cast<const uint16_t*>(w.vrows[j]);
+      switch (fmt) {
+        case KvStorage::f32:
+          if (rotate) std::memcpy(kt, w.krows[j], static_cast<size_t>(p_.dk) * 4);
+          break;
+        case KvStorage::bf16:
+          k_.convert.bf16_to_f32(kb, kt, p_.dk);
+          k_.convert.bf16_to_f32(vb, vt, p_.dv);
+          break;
+        case KvStorage::f16:
+          k_.simd.f16_to_f32(kb, kt, p_.dk);
+          k_.simd.f16_to_f32(vb, vt, p_.dv);
+          break;
+        default:
+          detail::decode_kv_row(k_reg_, slot + r, kt);
+          detail::decode_kv_row(v_reg_, slot + r, vt);
+      }
+      if (rotate) rope_row(*cache_.rope(), kt, p_.dk, cache_.rope_position(s_, i0 + r));
+      if (fmt != KvStorage::f32 || rotate) w.krows[j] = kt;
+      if (fmt != KvStorage::f32) w.vrows[j] = vt;
+    }
+  }
+
+  const KvCache& cache_;
+  const Plan& p_;
+  const Kernels& k_;
+  int64_t layer_, h_;
+  const KvSequence& s_;
+  KvBlockLayout main_;
+  detail::KvRegion k_reg_{}, v_reg_{};
+  int64_t n_ = 0;
+  bool fast_ = false;  // this tile goes through the stored-byte micro-kernels
+};
+
+// One work item: the online softmax over its tiles, leaving normalised rows in `o` and
+// their log-sum-exp in `lse` (o: [rows][dv] f32 with row stride dv).
+void run_item(const KvCache& cache, const Plan& p, const Kernels& k, int64_t layer, const TensorView& q,
+              const Item& it, Scratch& w, float* o, float* lse) {
+  const KvSequence& s = *p.seqs[static_cast<size_t>(it.b)];
+  const std::vector<Tile>& tiles = p.tiles[static_cast<size_t>(it.b)];
+  std::fill(w.acc.begin(), w.acc.end(), 0.0f);
+  std::fill(w.m.begin(), w.m.end(), kNegInf);
+  std::fill(w.l.begin(), w.l.end(), 0.0f);
+  prepare_queries(cache, p, q, it.b, it.h, TileStep::query_format(k, cache.config().storage), w);
+  TileStep step(cache, p, k, layer, it.h, s);
+  SoftmaxParams prm;
+  prm.scale = p.scale;
+  prm.softcap = p.softcap;
+  for (int64_t t = it.t0; t < it.t1; ++t) {
+    const Tile& tile = tiles[static_cast<size_t>(t)];
+    step.scores(tile, w);
+    const float* bias = nullptr;
+    if (!p.full(s.held, tile)) {
+      for (int64_t r = 0; r < p.rows; ++r)
+        for (int64_t j = 0; j < tile.hi - tile.lo; ++j)
+          w.bias[static_cast<size_t>(r * kTileKeys + j)] = p.visible(s.held, tile.lo + j, r % p.nq) ? 0.0f : kNegInf;
+      bias = w.bias.data();
+    }
+    k.simd.softmax_tile(w.s.data(), p.rows, tile.hi - tile.lo, prm, bias, w.m.data(), w.l.data(), w.alpha.data());
+    k.simd.rescale_rows(w.acc.data(), p.rows, p.dv, w.alpha.data());
+    step.accumulate(w);
+  }
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const float l = w.l[static_cast<size_t>(r)];
+    const float inv = l > 0 ? 1.0f / l : 0.0f;
+    for (int64_t c = 0; c < p.dv; ++c) o[r * p.dv + c] = w.acc[static_cast<size_t>(r * p.dv + c)] * inv;
+    lse[r] = l > 0 ? w.m[static_cast<size_t>(r)] + std::log(l) : kNegInf;
+  }
+}
+
+}  // namespace
+}  // namespace decode
+
+void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64_t> seqs, const TensorView& q,
+                      const MutTensorView& out, const DecodeOptions& opts, const MutTensorView* lse) {
+  using namespace decode;
+  const Plan p = make_plan(cache, layer, seqs, q, out, opts, lse);
+  const KvCacheConfig& cfg = cache.config();
+  static const SimdOps simd = simd_ops();
+  static const flash::SimdOps convert = flash::simd_ops();
+  Kernels k{simd, convert, false};
+  k.stored = opts.kernel == DecodeKernel::automatic && cfg.storage == KvStorage::bf16 && avx512_available() &&
+             avx512_supports(p.dk, p.dv) && cache.rope() == nullptr;
+
+  // Work items, and the split of each (sequence, KV head) along its keys.
+  std::vector<Item> items;
+  int64_t parts = 0;
+  const int64_t per_seq_chunks = (kMinItems + p.B * p.Hkv - 1) / std::max<int64_t>(1, p.B * p.Hkv);
+  std::vector<int64_t> chunks(static_cast<size_t>(p.B));
+  for (int64_t b = 0; b < p.B; ++b) {
+    const int64_t nt = static_cast<int64_t>(p.tiles[static_cast<size_t>(b)].size());
+    const int64_t c = std::clamp<int64_t>(std::min(per_seq_chunks, nt / kMinChunkTiles), 1, std::max<int64_t>(nt, 1));
+    chunks[static_cast<size_t>(b)] = c;
+    for (int64_t h = 0; h < p.Hkv; ++h)
+      for (int64_t i = 0; i < c; ++i)
+        items.push_back({b, h, nt * i / c, nt * (i + 1) / c, c > 1 ? parts++ : -1});
+  }
+  std::vector<float> part_o(static_cast<size_t>(std::max<int64_t>(parts, 1) * p.rows * p.dv));
+  std::vector<float> part_lse(static_cast<size_t>(std::max<int64_t>(parts, 1) * p.rows));
+  std::vector<float> direct_o(static_cast<size_t>(static_cast<int64_t>(items.size()) * p.rows * p.dv));
+  std::vector<float> direct_lse(static_cast<size_t>(static_cast<int64_t>(items.size()) * p.rows));
+
+  int64_t total_tiles = 0;
+  for (const auto& t : p.tiles) total_tiles += static_cast<int64_t>(t.size());
+  const int threads = total_tiles * p.rows >= 64 ? omp_get_max_threads() : 1;
+  std::vector<Scratch> scratch;
+  scratch.reserve(static_cast<size_t>(threads));
+  for (int t = 0; t < threads; ++t) scratch.emplace_back(p);
+
+  std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (size_t i = 0; i < items.size(); ++i) {
+    try {
+      const Item& it = items[i];
+      float* o = it.part >= 0 ? part_o.data() + it.part * p.rows * p.dv : direct_o.data() + i * p.rows * p.dv;
+      float* l = it.part >= 0 ? part_lse.data() + it.part * p.rows : direct_lse.data() + i * p.rows;
+      run_item(cache, p, k, layer, q, it, scratch[static_cast<size_t>(omp_get_thread_num())], o, l);
+    } catch (...) {
+#pragma omp critical
+      failure = std::current_exception();
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
+
+  // Merge the chunks of each (sequence, KV head) in key order, then write out / lse.
+  std::vector<float> o(static_cast<size_t>(p.rows * p.dv)), l(static_cast<size_t>(p.rows));
+  for (size_t i = 0; i < items.size();) {
+    const Item& first = items[i];
+    const int64_t c = chunks[static_cast<size_t>(first.b)];
+    const auto src_o = [&](size_t k) {
+      return items[k].part >= 0 ? part_o.data() + items[k].part * p.rows * p.dv : direct_o.data() + k * p.rows * p.dv;
+    };
+    const auto src_l = [&](size_t k) {
+      return items[k].part >= 0 ? part_lse.data() + items[k].part * p.rows : direct_lse.data() + k * p.rows;
+    };
+    std::memcpy(o.data(), src_o(i), o.size() * 4);
+    std::memcpy(l.data(), src_l(i), l.size() * 4);
+    for (int64_t k2 = 1; k2 < c; ++k2)
+      for (int64_t r = 0; r < p.rows; ++r)
+        merge_row(o.data() + r * p.dv, l[static_cast<size_t>(r)], src_o(i + k2) + r * p.dv, src_l(i + k2)[r], p.dv);
+    for (int64_t r = 0; r < p.rows; ++r) {
+      const int64_t hq = first.h * p.g + r / p.nq, t = r % p.nq;
+      for (int64_t ch = 0; ch < p.dv; ++ch) out.set(o[static_cast<size_t>(r * p.dv + ch)], first.b, hq, t, ch);
+      if (lse) lse->set(l[static_cast<size_t>(r)], first.b, hq, t);
+    }
+    i += static_cast<size_t>(c);
+  }
+}
+
+}  // namespace attnkit

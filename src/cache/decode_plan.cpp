@@ -1,0 +1,164 @@
+// Validation and planning of a decode call: shapes, the resolved mask, the tiles of keys
+// each sequence's queries can see (cost proportional to what the mask visits), and the
+// bytes a call reads.
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "attnkit/error.hpp"
+#include "attnkit/kv_quant.hpp"
+#include "cache/decode_plan.hpp"
+
+namespace attnkit {
+
+std::string_view decode_kernel_name(DecodeKernel k) { return k == DecodeKernel::automatic ? "auto" : "generic"; }
+
+DecodeKernel parse_decode_kernel(std::string_view name) {
+  if (name == "auto") return DecodeKernel::automatic;
+  if (name == "generic") return DecodeKernel::generic;
+  throw Error(fmt::format("decode kernel '{}' is not one of auto, generic", name));
+}
+
+namespace decode {
+namespace {
+
+// Cuts [lo, hi) into tiles aligned to multiples of kTileKeys, and at `cut` (the int4
+// quantized / residual boundary) so that a tile has one storage format.
+void add_tiles(int64_t lo, int64_t hi, int64_t cut, std::vector<Tile>& out) {
+  for (int64_t t = lo; t < hi;) {
+    int64_t end = std::min(hi, (t / kTileKeys + 1) * kTileKeys);
+    if (t < cut && cut < end) end = cut;
+    out.push_back({t, end});
+    t = end;
+  }
+}
+
+}  // namespace
+
+Plan make_plan(const KvCache& cache, int64_t layer, std::span<const int64_t> seqs, const TensorView& q,
+               const MutTensorView& out, const DecodeOptions& opts, const MutTensorView* lse) {
+  const KvCacheConfig& cfg = cache.config();
+  Plan p;
+  check(layer >= 0 && layer < cfg.layers,
+        [&] { return fmt::format("layer ({}) must be in [0, {})", layer, cfg.layers); });
+  q.expect_rank(4, "q");
+  p.B = static_cast<int64_t>(seqs.size());
+  p.Hq = q.size(1);
+  p.nq = q.size(2);
+  p.dk = cfg.head_dim;
+  p.dv = cfg.v_width();
+  p.Hkv = cfg.kv_heads;
+  check(q.size(0) == p.B, [&] {
+    return fmt::format("q has batch {} ({}), but {} sequence ids were given", q.size(0), q.shape_string(), p.B);
+  });
+  check(q.size(3) == p.dk,
+        [&] { return fmt::format("q's head dim ({}) must equal the cache's head_dim ({})", q.size(3), p.dk); });
+  check(p.Hq >= 1 && p.Hq % p.Hkv == 0, [&] {
+    return fmt::format("q's heads ({}) must be a positive multiple of the cache's kv_heads ({})", p.Hq, p.Hkv);
+  });
+  check(p.nq >= 1, [&] { return fmt::format("q must hold at least one new token per sequence (Nq = {})", p.nq); });
+  check(q.data() != nullptr || q.numel() == 0, [] { return std::string("q has no data"); });
+  p.g = p.Hq / p.Hkv;
+  p.rows = p.g * p.nq;
+  check(p.rows <= 4096, [&] {
+    return fmt::format("q heads per KV head x new tokens ({} x {}) must be <= 4096 (use attend() for long prefill)",
+                       p.g, p.nq);
+  });
+  out.expect_rank(4, "out");
+  check(out.size(0) == p.B && out.size(1) == p.Hq && out.size(2) == p.nq && out.size(3) == p.dv, [&] {
+    return fmt::format("out has shape {}, expected [{}, {}, {}, {}]", out.shape_string(), p.B, p.Hq, p.nq, p.dv);
+  });
+  check(out.mutable_data() != nullptr || out.numel() == 0, [] { return std::string("out has no data"); });
+  if (lse) {
+    lse->expect_rank(3, "lse");
+    check(lse->size(0) == p.B && lse->size(1) == p.Hq && lse->size(2) == p.nq, [&] {
+      return fmt::format("lse has shape {}, expected [{}, {}, {}]", lse->shape_string(), p.B, p.Hq, p.nq);
+    });
+  }
+  check(opts.window >= 0 && opts.sinks >= 0, [&] {
+    return fmt::format("window ({}) and sinks ({}) must be >= 0", opts.window, opts.sinks);
+  });
+  p.window = opts.window;
+  p.sinks = opts.sinks;
+  if (cfg.layout == KvLayout::rolling) {
+    if (p.window == 0) {
+      p.window = cfg.window;
+      p.sinks = cfg.sinks;
+    }
+    check(p.window <= cfg.window && p.sinks <= cfg.sinks, [&] {
+      return fmt::format("window ({}) and sinks ({}) must be <= the rolling cache's window ({}) and sinks ({}): it "
+                         "holds no older keys",
+                         p.window, p.sinks, cfg.window, cfg.sinks);
+    });
+    check(p.nq <= cfg.max_append, [&] {
+      return fmt::format("Nq ({}) must be <= the rolling cache's max_append ({})", p.nq, cfg.max_append);
+    });
+  }
+  const double scale = opts.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(p.dk)) : opts.scale;
+  check(std::isfinite(scale) && scale > 0, [&] { return fmt::format("scale ({}) must be finite and > 0", scale); });
+  check(std::isfinite(opts.softcap) && opts.softcap >= 0,
+        [&] { return fmt::format("softcap ({}) must be finite and >= 0", opts.softcap); });
+  p.scale = static_cast<float>(scale);
+  p.softcap = static_cast<float>(opts.softcap);
+
+  for (int64_t b = 0; b < p.B; ++b) {
+    const int64_t id = seqs[static_cast<size_t>(b)];
+    cache.check_readable(id, fmt::format("seqs[{}]", b));
+    const KvSequence& s = cache.sequence(id);
+    check(s.held >= p.nq, [&] {
+      return fmt::format("seqs[{}] (sequence {}) holds {} tokens, fewer than the Nq ({}) queries", b, id, s.held,
+                         p.nq);
+    });
+    p.seqs.push_back(&s);
+    std::vector<Tile> tiles;
+    const int64_t cut = cfg.storage == KvStorage::int4 ? s.quantized : s.held;
+    const int64_t lo = p.window == 0 ? 0 : std::max<int64_t>(0, s.held - p.nq - p.window + 1);
+    if (p.sinks >= lo) {
+      add_tiles(0, s.held, cut, tiles);
+    } else {
+      add_tiles(0, p.sinks, cut, tiles);
+      add_tiles(lo, s.held, cut, tiles);
+    }
+    p.tiles.push_back(std::move(tiles));
+  }
+  return p;
+}
+
+}  // namespace decode
+
+int64_t decode_bytes_read(const KvCache& cache, std::span<const int64_t> seqs, int64_t nq, const DecodeOptions& opts) {
+  const KvCacheConfig& cfg = cache.config();
+  const std::vector<float> qdata(static_cast<size_t>(seqs.size() * cfg.kv_heads * nq * cfg.head_dim));
+  std::vector<float> odata(static_cast<size_t>(seqs.size() * cfg.kv_heads * nq * cfg.v_width()));
+  const TensorView q(qdata.data(), DType::f32,
+                     {static_cast<int64_t>(seqs.size()), cfg.kv_heads, nq, cfg.head_dim});
+  const MutTensorView o(odata.data(), DType::f32,
+                        {static_cast<int64_t>(seqs.size()), cfg.kv_heads, nq, cfg.v_width()});
+  const decode::Plan p = decode::make_plan(cache, 0, seqs, q, o, opts, nullptr);
+  const KvBlockLayout res = cache.residual_layout();
+  int64_t bytes = 0;
+  for (size_t b = 0; b < p.tiles.size(); ++b) {
+    const KvBlockLayout main = cache.layout(*p.seqs[b]);
+    int64_t last_group = -1;
+    for (const decode::Tile& t : p.tiles[b]) {
+      const int64_t n = t.hi - t.lo;
+      const bool residual = cfg.storage == KvStorage::int4 && t.lo >= p.seqs[b]->quantized;
+      const KvBlockLayout& lay = residual ? res : main;
+      int64_t per_token = lay.k_row_bytes + lay.v_row_bytes;
+      if (lay.storage == KvStorage::int8) per_token += 4;
+      if (lay.storage == KvStorage::int4) {
+        per_token += 4 * int4_value_groups(lay.v_width, lay.group);
+        for (int64_t i = t.lo; i < t.hi; ++i)  // key groups: scales + zeros once per group touched
+          if (i / cfg.group != last_group) {
+            last_group = i / cfg.group;
+            bytes += 4 * lay.k_width * cfg.kv_heads;
+          }
+      }
+      bytes += n * per_token * cfg.kv_heads;
+    }
+  }
+  return bytes;
+}
+
+}  // namespace attnkit

@@ -1,0 +1,513 @@
+// KvCache metadata and storage management: configuration, block layouts, the block store,
+// sequences (add, fork, free), the append step (allocation, eviction, copy-on-write), token
+// lookup and accounting. Writing and reading K / V rows is kv_rows.cpp.
+#include "attnkit/kv_cache.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <cstdlib>
+
+#include <sys/mman.h>
+
+#include <fmt/format.h>
+
+#include "attnkit/error.hpp"
+#include "attnkit/kv_quant.hpp"
+#include "attnkit/shape.hpp"
+#include "core/checked_math.hpp"
+
+namespace attnkit {
+
+using detail::check_range;
+
+std::string_view kv_layout_name(KvLayout l) {
+  switch (l) {
+    case KvLayout::contiguous: return "contiguous";
+    case KvLayout::rolling: return "rolling";
+    case KvLayout::paged: return "paged";
+  }
+  return "?";
+}
+
+KvLayout parse_kv_layout(std::string_view name) {
+  for (KvLayout l : {KvLayout::contiguous, KvLayout::rolling, KvLayout::paged})
+    if (name == kv_layout_name(l)) return l;
+  throw Error(fmt::format("cache layout '{}' is not one of contiguous, rolling, paged", name));
+}
+
+std::string_view kv_positions_name(KvPositions p) { return p == KvPositions::absolute ? "absolute" : "in_cache"; }
+
+KvPositions parse_kv_positions(std::string_view name) {
+  if (name == "absolute") return KvPositions::absolute;
+  if (name == "in_cache") return KvPositions::in_cache;
+  throw Error(fmt::format("positions '{}' is not one of absolute, in_cache", name));
+}
+
+void KvCacheConfig::validate() const {
+  check_range(layers, 1, kMaxKvLayers, "layers");
+  check_range(kv_heads, 1, kMaxKvHeads, "kv_heads");
+  check_range(head_dim, 1, kMaxHeadDim, "head_dim");
+  check_range(v_head_dim, 0, kMaxHeadDim, "v_head_dim");
+  const bool int4 = storage == KvStorage::int4;
+  if (int4) {
+    check(head_dim % 2 == 0 && v_width() % 2 == 0, [&] {
+      return fmt::format("int4 storage needs even head widths (head_dim {}, v_head_dim {})", head_dim, v_width());
+    });
+    check_range(group, 2, kMaxKvGroup, "group");
+    check(group % 2 == 0, [&] { return fmt::format("group ({}) must be even for int4 storage", group); });
+    check_range(residual, 0, kMaxSeqLen, "residual");
+  }
+  switch (layout) {
+    case KvLayout::contiguous: check_range(max_tokens, 0, kMaxSeqLen, "max_tokens"); break;
+    case KvLayout::rolling:
+      check_range(window, 1, kMaxSeqLen, "window");
+      check_range(sinks, 0, kMaxSeqLen, "sinks");
+      check_range(max_append, 1, kMaxSeqLen, "max_append");
+      check(sinks + ring_slots() <= kMaxSeqLen, [&] {
+        return fmt::format("sinks + window + max_append - 1 ({}) must be <= 2^31", sinks + ring_slots());
+      });
+      check(!int4, [] {
+        return std::string(
+            "storage int4 cannot use the rolling layout: int4 keys share scales over groups of tokens, "
+            "and a ring evicts one token at a time (use int8, or a paged or contiguous cache)");
+      });
+      break;
+    case KvLayout::paged:
+      check_range(page_size, 1, kMaxSeqLen, "page_size");
+      check_range(max_pages, 0, (int64_t{1} << 31) - 1, "max_pages");
+      if (int4)
+        check(page_size % group == 0, [&] {
+          return fmt::format("page_size ({}) must be a multiple of group ({}) for int4 storage", page_size, group);
+        });
+      break;
+  }
+  if (rope) rope->validate(head_dim);
+}
+
+KvBlockLayout::KvBlockLayout(KvStorage storage_, int64_t slots_, const KvCacheConfig& cfg)
+    : storage(storage_), slots(slots_), heads(cfg.kv_heads), k_width(cfg.head_dim), v_width(cfg.v_width()),
+      group(cfg.group), layers(cfg.layers) {
+  const auto row_bytes = [&](int64_t w) -> int64_t {
+    switch (storage) {
+      case KvStorage::f32: return 4 * w;
+      case KvStorage::bf16:
+      case KvStorage::f16: return 2 * w;
+      case KvStorage::int8: return w;
+      case KvStorage::int4: return w / 2;
+    }
+    return 0;
+  };
+  k_row_bytes = row_bytes(k_width);
+  v_row_bytes = row_bytes(v_width);
+  k_head_bytes = kv_block_bytes(storage, KvStream::key, slots, k_width, group).total();
+  v_head_bytes = kv_block_bytes(storage, KvStream::value, slots, v_width, group).total();
+  constexpr std::string_view what = "KV block bytes";
+  layer_bytes = detail::checked_add(detail::checked_mul(heads, k_head_bytes, what, "kv_heads"),
+                                    detail::checked_mul(heads, v_head_bytes, what, "kv_heads"), what, "V");
+  block_bytes = detail::checked_mul(layers, layer_bytes, what, "layers");
+}
+
+// ---- block store ----
+
+namespace {
+
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Zeroed bytes, or null. Blocks of 2 MiB and more are 2 MiB-aligned and asked to be backed
+// by transparent huge pages: a decode step streams each head's K and V rows, and with 4 KiB
+// pages the hardware prefetchers stop at every page boundary (measured: bf16 decode at 7 GB/s
+// on one thread with 4 KiB pages).
+std::byte* allocate_bytes(int64_t bytes) {
+  const size_t n = static_cast<size_t>(std::max<int64_t>(bytes, 1));
+  const bool huge = n >= kHugePage;
+  void* p = huge ? std::aligned_alloc(kHugePage, (n + kHugePage - 1) / kHugePage * kHugePage) : std::malloc(n);
+  if (!p) return nullptr;
+  if (huge) madvise(p, (n + kHugePage - 1) / kHugePage * kHugePage, MADV_HUGEPAGE);  // advisory: failure is fine
+  std::memset(p, 0, n);
+  return static_cast<std::byte*>(p);
+}
+
+}  // namespace
+
+void KvBlockStore::FreeBytes::operator()(std::byte* p) const { std::free(p); }
+
+KvBlockStore::KvBlockStore(int64_t pooled_bytes, int64_t max_pooled)
+    : pooled_bytes_(pooled_bytes), max_pooled_(max_pooled) {}
+
+KvBlockId KvBlockStore::allocate(int64_t bytes) {
+  const bool pooled = bytes == pooled_bytes_;
+  if (pooled && !free_.empty()) {
+    const KvBlockId b = free_.back();
+    free_.pop_back();
+    std::memset(blocks_[b].get(), 0, static_cast<size_t>(bytes));
+    refs_[b] = 1;
+    ++pooled_in_use_;
+    return b;
+  }
+  if (pooled && max_pooled_ > 0 && pooled_in_use_ >= max_pooled_)
+    throw Error(fmt::format("the paged cache is full: all max_pages ({}) pages are in use", max_pooled_));
+  std::unique_ptr<std::byte[], FreeBytes> mem(allocate_bytes(bytes));
+  if (!mem && bytes > 0)
+    throw Error(fmt::format("cannot allocate a KV block of {} bytes ({})", bytes, format_bytes(double(bytes))));
+  KvBlockId b;
+  if (!retired_.empty()) {
+    b = retired_.back();
+    retired_.pop_back();
+    blocks_[b] = std::move(mem);
+    sizes_[b] = bytes;
+    refs_[b] = 1;
+  } else {
+    check(blocks_.size() < size_t{1} << 31, [] { return std::string("too many KV blocks (2^31)"); });
+    b = static_cast<KvBlockId>(blocks_.size());
+    blocks_.push_back(std::move(mem));
+    sizes_.push_back(bytes);
+    refs_.push_back(1);
+  }
+  allocated_ += bytes;
+  if (pooled) ++pooled_in_use_;
+  return b;
+}
+
+void KvBlockStore::retain(KvBlockId b) { ++refs_[b]; }
+
+void KvBlockStore::release(KvBlockId b) {
+  if (--refs_[b] > 0) return;
+  if (sizes_[b] == pooled_bytes_) {
+    free_.push_back(b);  // kept allocated: the pool's memory is reused, not returned
+    --pooled_in_use_;
+    return;
+  }
+  allocated_ -= sizes_[b];
+  blocks_[b].reset();
+  sizes_[b] = 0;
+  retired_.push_back(b);
+}
+
+// ---- the cache ----
+
+namespace {
+
+int64_t main_slots(const KvCacheConfig& c) {
+  switch (c.layout) {
+    case KvLayout::contiguous: return c.max_tokens;  // 0 when growing: per sequence
+    case KvLayout::rolling: return c.sinks + c.ring_slots();
+    case KvLayout::paged: return c.page_size;
+  }
+  return 0;
+}
+
+}  // namespace
+
+KvCache::KvCache(const KvCacheConfig& config)
+    : config_((config.validate(), config)),
+      layout_(config.storage, config.storage == KvStorage::int4 && config.layout == KvLayout::contiguous
+                                  ? 0
+                                  : main_slots(config),
+              config),
+      residual_layout_(KvStorage::f16, config.storage == KvStorage::int4 ? config.residual_slots() : 0, config),
+      store_(config.layout == KvLayout::paged ? layout_.block_bytes : -1, config.max_pages) {
+  if (config_.rope && config_.positions == KvPositions::in_cache) {
+    // Positions inside the cache are bounded by what it holds; a growing cache grows this.
+    const int64_t bound = config_.layout == KvLayout::rolling ? config_.sinks + config_.ring_slots()
+                                                              : std::max<int64_t>(config_.max_tokens, 1);
+    rope_ = std::make_unique<RopeCache>(*config_.rope, config_.head_dim, bound);
+  }
+}
+
+KvBlockLayout KvCache::layout(const KvSequence& s) const {
+  if (config_.layout != KvLayout::contiguous) return layout_;
+  return KvBlockLayout(config_.storage, s.capacity, config_);
+}
+
+KvBlockId KvCache::new_block(const KvBlockLayout& layout) { return store_.allocate(layout.block_bytes); }
+
+int64_t KvCache::add_sequence() {
+  KvSequence s;
+  s.live = true;
+  s.layer_stored.assign(static_cast<size_t>(config_.layers), 1);
+  s.stored_layers = config_.layers;
+  if (config_.layout == KvLayout::rolling) {
+    s.capacity = layout_.slots;
+    s.blocks.push_back(new_block(layout_));
+  } else if (config_.layout == KvLayout::contiguous && config_.max_tokens > 0) {
+    // int4 keeps at most R + G - 1 tokens in the residual, so the quantized part of a cache
+    // of max_tokens needs G * floor((max_tokens - R) / G) slots.
+    s.capacity = config_.storage == KvStorage::int4
+                     ? config_.group * (std::max<int64_t>(config_.max_tokens - config_.residual, 0) / config_.group)
+                     : config_.max_tokens;
+    if (s.capacity > 0) s.blocks.push_back(new_block(layout(s)));
+  }
+  if (config_.storage == KvStorage::int4) s.residual_block = new_block(residual_layout_);
+  check(seqs_.size() < size_t{1} << 40, [] { return std::string("too many sequences"); });
+  seqs_.push_back(std::move(s));
+  return num_sequences() - 1;
+}
+
+const KvSequence& KvCache::sequence(int64_t seq) const {
+  check(seq >= 0 && seq < num_sequences() && seqs_[static_cast<size_t>(seq)].live, [&] {
+    return fmt::format("sequence ({}) is not a live sequence of this cache ({} ids issued)", seq, num_sequences());
+  });
+  return seqs_[static_cast<size_t>(seq)];
+}
+
+KvSequence& KvCache::live(int64_t seq, std::string_view) { return const_cast<KvSequence&>(sequence(seq)); }
+
+void KvCache::check_readable(int64_t seq, std::string_view what) const {
+  const KvSequence& s = sequence(seq);
+  if (s.stored_layers == config_.layers) return;
+  int64_t missing = 0;
+  while (s.layer_stored[static_cast<size_t>(missing)]) ++missing;
+  throw Error(fmt::format("{}: sequence {} has layers not stored since its last append (layer {} is missing)", what,
+                          seq, missing));
+}
+
+int64_t KvCache::fork(int64_t parent) {
+  check_readable(parent, "fork");
+  const int64_t child = add_sequence();  // may reallocate seqs_: look the parent up after
+  KvSequence& c = seqs_[static_cast<size_t>(child)];
+  const KvSequence& p = seqs_[static_cast<size_t>(parent)];
+  for (KvBlockId b : c.blocks) store_.release(b);
+  c.blocks.clear();
+  c.length = p.length;
+  c.held = p.held;
+  c.quantized = p.quantized;
+  c.quantized_before = p.quantized;
+  c.capacity = p.capacity;
+  if (config_.layout == KvLayout::paged) {
+    c.blocks = p.blocks;  // shared: copy-on-write when either side appends into one
+    for (KvBlockId b : c.blocks) store_.retain(b);
+  } else {
+    for (KvBlockId b : p.blocks) {
+      const KvBlockId nb = store_.allocate(store_.bytes(b));
+      std::memcpy(store_.data(nb), store_.data(b), static_cast<size_t>(store_.bytes(b)));
+      c.blocks.push_back(nb);
+    }
+  }
+  if (p.residual_block >= 0)
+    std::memcpy(store_.data(c.residual_block), store_.data(p.residual_block),
+                static_cast<size_t>(residual_layout_.block_bytes));
+  return child;
+}
+
+int64_t KvCache::adopt_pages(std::span<const KvBlockId> pages, int64_t tokens) {
+  check(config_.layout == KvLayout::paged, [] { return std::string("adopt_pages needs the paged layout"); });
+  check(config_.storage != KvStorage::int4, [] {
+    return std::string("adopt_pages cannot share int4 pages: the f16 residual of the newest tokens is per sequence");
+  });
+  const int64_t n = static_cast<int64_t>(pages.size()), P = config_.page_size;
+  check(n >= 1 && tokens > (n - 1) * P && tokens <= n * P, [&] {
+    return fmt::format("tokens ({}) must be in ({}, {}]: {} pages of {} tokens, the last one not empty", tokens,
+                       (n - 1) * P, n * P, n, P);
+  });
+  const int64_t known = static_cast<int64_t>(store_.pooled_in_use() + store_.pooled_free());
+  for (int64_t i = 0; i < n; ++i) {
+    const KvBlockId b = pages[static_cast<size_t>(i)];
+    check(b >= 0 && b < store_.block_count() && store_.bytes(b) == layout_.block_bytes && store_.refcount(b) > 0,
+          [&] {
+            return fmt::format("pages[{}] ({}) is not a page in use in this cache ({} pages allocated)", i, b, known);
+          });
+    for (int64_t j = 0; j < i; ++j)
+      check(pages[static_cast<size_t>(j)] != b,
+            [&] { return fmt::format("pages[{}] ({}) repeats pages[{}]: a token has one slot", i, b, j); });
+  }
+  const int64_t seq = add_sequence();
+  KvSequence& s = seqs_[static_cast<size_t>(seq)];
+  s.blocks.assign(pages.begin(), pages.end());
+  for (KvBlockId b : s.blocks) store_.retain(b);
+  s.length = s.held = tokens;
+  s.capacity = n * P;
+  return seq;
+}
+
+void KvCache::free_sequence(int64_t seq) {
+  KvSequence& s = live(seq, "free_sequence");
+  for (KvBlockId b : s.blocks) store_.release(b);
+  if (s.residual_block >= 0) store_.release(s.residual_block);
+  s = KvSequence{};
+}
+
+// Grows a contiguous sequence's block (by doubling) so that `main` slots exist.
+void KvCache::reserve_slots(KvSequence& s, int64_t main) {
+  if (main <= s.capacity) return;
+  check(config_.max_tokens == 0, [&] {
+    return fmt::format("the contiguous cache is full: a sequence holds at most max_tokens ({}) tokens",
+                       config_.max_tokens);
+  });
+  int64_t cap = std::max(s.capacity, kKvInitialTokens);
+  if (config_.storage == KvStorage::int4) cap = (cap + config_.group - 1) / config_.group * config_.group;
+  while (cap < main) cap *= 2;
+  KvSequence grown;
+  grown.capacity = cap;
+  const KvBlockLayout from = layout(s), to = layout(grown);
+  const KvBlockId b = new_block(to);
+  if (!s.blocks.empty()) {
+    const std::byte* src = store_.data(s.blocks[0]);
+    std::byte* dst = store_.data(b);
+    const int64_t rows = config_.storage == KvStorage::int4 ? s.quantized : s.held;
+    const auto copy_params = [&](int64_t from_off, int64_t to_off, int64_t bytes) {
+      std::memcpy(dst + to_off, src + from_off, static_cast<size_t>(bytes));
+    };
+    for (int64_t l = 0; l < config_.layers; ++l)
+      for (int64_t h = 0; h < config_.kv_heads; ++h) {
+        std::memcpy(dst + to.k_offset(l, h), src + from.k_offset(l, h), static_cast<size_t>(rows * from.k_row_bytes));
+        std::memcpy(dst + to.v_offset(l, h), src + from.v_offset(l, h), static_cast<size_t>(rows * from.v_row_bytes));
+        switch (config_.storage) {
+          case KvStorage::int8:
+            copy_params(from.k_params(l, h), to.k_params(l, h), rows * 2);
+            copy_params(from.v_params(l, h), to.v_params(l, h), rows * 2);
+            break;
+          case KvStorage::int4: {
+            const int64_t ng = int4_value_groups(from.v_width, from.group);
+            copy_params(from.k_params(l, h), to.k_params(l, h), rows / from.group * from.k_width * 4);
+            copy_params(from.v_params(l, h), to.v_params(l, h), rows * ng * 2);                      // scales
+            copy_params(from.v_params(l, h) + from.slots * ng * 2, to.v_params(l, h) + cap * ng * 2,  // zeros
+                        rows * ng * 2);
+            break;
+          }
+          default: break;
+        }
+      }
+    store_.release(s.blocks[0]);
+    s.blocks[0] = b;
+  } else {
+    s.blocks.push_back(b);
+  }
+  s.capacity = cap;
+}
+
+// Paged: gives the sequence its own copy of every shared page holding slots [first, last).
+void KvCache::make_writable(KvSequence& s, int64_t first, int64_t last) {
+  if (config_.layout != KvLayout::paged || first >= last) return;
+  const int64_t P = config_.page_size;
+  for (int64_t p = first / P; p <= (last - 1) / P && p < static_cast<int64_t>(s.blocks.size()); ++p) {
+    KvBlockId& b = s.blocks[static_cast<size_t>(p)];
+    if (store_.refcount(b) == 1) continue;
+    const KvBlockId copy = store_.allocate(layout_.block_bytes);
+    std::memcpy(store_.data(copy), store_.data(b), static_cast<size_t>(layout_.block_bytes));
+    store_.release(b);
+    b = copy;
+  }
+}
+
+void KvCache::append(int64_t seq, int64_t tokens) {
+  check_readable(seq, "append");
+  KvSequence& s = live(seq, "append");
+  check_range(tokens, 1, kMaxSeqLen, "tokens");
+  if (config_.layout == KvLayout::rolling)
+    check(tokens <= config_.max_append, [&] {
+      return fmt::format("tokens ({}) must be <= max_append ({}) for a rolling cache: the ring keeps window + "
+                         "max_append - 1 tokens",
+                         tokens, config_.max_append);
+    });
+  const int64_t new_length = detail::checked_add(s.length, tokens, "sequence length", "tokens");
+  const bool rolling = config_.layout == KvLayout::rolling;
+  check(rolling || new_length <= kMaxSeqLen,
+        [&] { return fmt::format("sequence {} would hold {} tokens, more than 2^31", seq, new_length); });
+  check(!(config_.rope && config_.positions == KvPositions::absolute) || new_length <= kMaxRopePosition, [&] {
+    return fmt::format("sequence {}: RoPE positions must stay below 2^31 (length would be {})", seq, new_length);
+  });
+  const int64_t new_held = rolling ? std::min(new_length, s.capacity) : s.held + tokens;
+  int64_t new_quantized = s.quantized;
+  if (config_.storage == KvStorage::int4) {
+    const int64_t G = config_.group, R = config_.residual;
+    new_quantized = G * (std::max<int64_t>(new_held - R, 0) / G);
+  }
+  const int64_t main_tokens = config_.storage == KvStorage::int4 ? new_quantized : new_held;
+  const int64_t first_written = config_.storage == KvStorage::int4 ? s.quantized : s.held;
+  if (config_.layout == KvLayout::contiguous) {
+    if (config_.max_tokens > 0)
+      check(new_held <= config_.max_tokens, [&] {
+        return fmt::format("the contiguous cache is full: sequence {} holds {} tokens, appending {} exceeds "
+                           "max_tokens ({})",
+                           seq, s.held, tokens, config_.max_tokens);
+      });
+    reserve_slots(s, main_tokens);
+  } else if (config_.layout == KvLayout::paged) {
+    const int64_t P = config_.page_size;
+    const int64_t pages = (main_tokens + P - 1) / P;
+    make_writable(s, first_written, main_tokens);
+    const size_t before = s.blocks.size();
+    try {
+      while (static_cast<int64_t>(s.blocks.size()) < pages) s.blocks.push_back(new_block(layout_));
+    } catch (const Error&) {
+      for (size_t i = before; i < s.blocks.size(); ++i) store_.release(s.blocks[i]);
+      s.blocks.resize(before);
+      throw;
+    }
+    s.capacity = static_cast<int64_t>(s.blocks.size()) * P;
+  }
+  if (config_.rope && config_.positions == KvPositions::in_cache && config_.layout != KvLayout::rolling)
+    rope_->reserve(std::min(new_held, kMaxRopePosition));
+  s.pending = tokens;
+  s.quantized_before = s.quantized;
+  s.quantized = new_quantized;
+  s.length = new_length;
+  s.held = new_held;
+  std::fill(s.layer_stored.begin(), s.layer_stored.end(), uint8_t{0});
+  s.stored_layers = 0;
+}
+
+KvSlot KvCache::locate(const KvSequence& s, int64_t i) const {
+  if (config_.storage == KvStorage::int4 && i >= s.quantized)
+    return {s.residual_block, i % config_.residual_slots(), true};
+  switch (config_.layout) {
+    case KvLayout::contiguous: return {s.blocks[0], i, false};
+    case KvLayout::paged:
+      return {s.blocks[static_cast<size_t>(i / config_.page_size)], i % config_.page_size, false};
+    case KvLayout::rolling: {
+      const int64_t S = config_.sinks;
+      if (i < S) return {s.blocks[0], i, false};
+      return {s.blocks[0], S + (position(s, i) - S) % config_.ring_slots(), false};
+    }
+  }
+  return {-1, 0, false};
+}
+
+int64_t KvCache::run_length(const KvSequence& s, int64_t i, int64_t n) const {
+  int64_t run = n;
+  if (config_.storage == KvStorage::int4) {
+    if (i >= s.quantized) return std::min(run, config_.residual_slots() - i % config_.residual_slots());
+    run = std::min(run, s.quantized - i);
+  }
+  switch (config_.layout) {
+    case KvLayout::contiguous: return run;
+    case KvLayout::paged: return std::min(run, config_.page_size - i % config_.page_size);
+    case KvLayout::rolling: {
+      const int64_t S = config_.sinks;
+      if (i < S) return std::min(run, S - i);
+      return std::min(run, S + config_.ring_slots() - locate(s, i).slot);
+    }
+  }
+  return run;
+}
+
+int64_t KvCache::position(const KvSequence& s, int64_t i) const {
+  if (config_.layout != KvLayout::rolling || i < config_.sinks) return i;
+  return s.length - (s.held - i);  // the ring holds the newest tokens, consecutive
+}
+
+int64_t KvCache::rope_position(const KvSequence& s, int64_t i) const {
+  return config_.positions == KvPositions::in_cache ? i : position(s, i);
+}
+
+KvConfig KvCache::kv_config(int64_t context, int64_t batch) const {
+  KvConfig k;
+  k.name = "cache";
+  k.layers = config_.layers;
+  k.q_heads = config_.kv_heads;
+  k.kv_heads = config_.kv_heads;
+  k.head_dim = config_.head_dim;
+  k.v_head_dim = config_.v_head_dim;
+  k.context = context;
+  k.batch = batch;
+  k.storage = config_.storage;
+  if (config_.layout == KvLayout::rolling) {
+    k.window = config_.ring_slots();
+    k.sinks = config_.sinks;
+  }
+  k.group = config_.group;
+  k.residual = config_.residual;
+  return k;
+}
+
+}  // namespace attnkit

@@ -1,0 +1,33 @@
+// Internal: where one head's rows live inside a KV block, and the per-row encoders and
+// decoders of every storage format (shared by KvCache::store / gather and the decode
+// kernel's generic tile reader).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "attnkit/kv_cache.hpp"
+
+namespace attnkit::detail {
+
+// One head's K or V region of one block: row r's codes at codes + r * row_bytes.
+// Parameters: int8: f16 scale [r] at params; int4 keys: per group g, f16 scales [w] then
+// zeros [w] at params + g * 4w; int4 values: f16 scales [slots][ng], then zeros [slots][ng].
+struct KvRegion {
+  KvStorage storage;
+  bool key;
+  std::byte* codes;
+  std::byte* params;
+  int64_t row_bytes, width, slots, group;
+};
+
+KvRegion kv_region(const KvBlockLayout& layout, std::byte* block, int64_t layer, int64_t head, bool key);
+
+// Dequantises row r into out: [width] f32 (f32 / bf16 / f16 convert exactly).
+void decode_kv_row(const KvRegion& region, int64_t r, float* out);
+// Encodes out row r from x: [width] f32 (int4 values only; int4 keys go by groups).
+void encode_kv_row(const KvRegion& region, int64_t r, const float* x);
+// int4 keys: quantizes rows [r0, r0 + G) (one whole group, r0 % G == 0) from x: [G][width].
+void encode_int4_key_group(const KvRegion& region, int64_t r0, const float* x);
+
+}  // namespace attnkit::detail

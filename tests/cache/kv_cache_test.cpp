@@ -128,7 +128,7 @@ TEST(KvCache, RingEvictsOldestNonSinkAndKeepsPositions) {
   const History hist(c, 40, 3);
   const int64_t s = cache.add_sequence();
   for (int64_t t = 0; t < 40;) {
-    const int64_t T = t % 3 == 0 ? 2 : 1;  // wraps at every phase
+    const int64_t T = std::min<int64_t>(t % 3 == 0 ? 2 : 1, 40 - t);  // wraps at every phase
     hist.append(cache, s, t, T);
     t += T;
     const KvSequence& q = cache.sequence(s);

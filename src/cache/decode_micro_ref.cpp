@@ -39,8 +39,10 @@ float round_int16(const float* x, int64_t count, int32_t limit, int16_t* x16) {
   bool finite = true;
   for (int64_t i = 0; i < count; ++i) {
     const float a = std::fabs(x[i]);
-    if (!(a <= std::numeric_limits<float>::max())) finite = false;  // NaN or inf
-    else m = std::max(m, a);
+    if (!(a <= std::numeric_limits<float>::max()))
+      finite = false;  // NaN or inf
+    else
+      m = std::max(m, a);
   }
   if (!finite || m < kInt16TinyMax) {
     std::fill(x16, x16 + count, int16_t{0});
@@ -73,8 +75,7 @@ void quantize_q16(const float* q, int64_t rows, int64_t dk, int32_t limit, int16
 
 // ---- bf16 ----
 
-void scores_bf16_ref(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n,
-                     float* s) {
+void scores_bf16_ref(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n, float* s) {
   for (int64_t r = 0; r < rows; ++r) {
     const uint16_t* qr = q + r * dk;
     for (int64_t j = 0; j < n; ++j) {
@@ -112,8 +113,8 @@ void scores_int8_ref(const int16_t* q16, const float* qs, int64_t rows, int64_t 
   }
 }
 
-void pv_int8_ref(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n,
-                 int64_t dv, float* acc) {
+void pv_int8_ref(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n, int64_t dv,
+                 float* acc) {
   if (n <= 0) return;
   std::vector<float> w(static_cast<size_t>(n));
   std::vector<int16_t> w16(static_cast<size_t>(n));

@@ -105,10 +105,12 @@ ATTNKIT_AVX512_INLINE __m512 dpwssd(__m512 acc, __m512i a, __m512i b) {
 
 // Rows are prefetched this many keys ahead of the one being processed, into L2: rows only
 // a few cache lines long, scattered by paging, give the hardware prefetcher little to go
-// on. Measured on Zen 4 streaming from DRAM, 32 keys into L2 beat 16 or 64, and L1.
+// on. Measured on Zen 4 streaming from DRAM (rows = 4, d = 128): 32 keys into L2 beat 16
+// or 64 keys, L1, and prefetching only a row's first line; keys per second rise by 25-45 %.
+// A tile already in cache pays about 2-4 cycles per key for the prefetch instructions.
 inline constexpr int64_t kPrefetchKeys = 32;
 
-// Prefetches the `bytes` bytes of rows[j], from <= j < min(to, count).
+// Prefetches every cache line of the `bytes` bytes of rows[j], from <= j < min(to, count).
 template <class T>
 ATTNKIT_AVX512_INLINE void prefetch_rows(const T* const* rows, int64_t from, int64_t to, int64_t count, int64_t bytes) {
   for (int64_t j = from; j < std::min(to, count); ++j) {

@@ -32,15 +32,19 @@ constexpr int64_t kMinChunkTiles = 8;
 struct Kernels {
   SimdOps simd;
   flash::SimdOps convert;  // bf16 / f16 -> f32 rows
-  bool stored;             // stored-byte micro-kernels for bf16 tiles
+  bool stored;             // stored-byte micro-kernels for bf16 / int8 / int4 tiles
 };
 
 // Per-thread buffers, allocated before the parallel region.
 struct Scratch {
-  std::vector<float> q, s, bias, acc, m, l, alpha, ktile, vtile, angles;
+  std::vector<float> q, s, bias, acc, m, l, alpha, ktile, vtile, angles, qs;
   std::vector<uint16_t> qb;
+  std::vector<int16_t> q16;
   const void* krows[kTileKeys];
   const void* vrows[kTileKeys];
+  float kscale[kTileKeys], vscale[kTileKeys];  // int8: per-key scales
+  // int4: per-key pointers to the key group's scales / zeros and the value row's.
+  const uint16_t *kpar_s[kTileKeys], *kpar_z[kTileKeys], *vpar_s[kTileKeys], *vpar_z[kTileKeys];
 
   Scratch(const Plan& p) {
     const auto z = [](std::vector<float>& v, int64_t n) { v.assign(static_cast<size_t>(n), 0.0f); };
@@ -55,6 +59,8 @@ struct Scratch {
     z(vtile, kTileKeys * p.dv);
     z(angles, p.dk);
     qb.assign(static_cast<size_t>(p.rows * p.dk), 0);
+    q16.assign(static_cast<size_t>(p.rows * p.dk), 0);
+    z(qs, p.rows);
   }
 };
 
@@ -86,6 +92,8 @@ void prepare_queries(const KvCache& cache, const Plan& p, const TensorView& q, i
   }
   if (tile_format == KvStorage::bf16)
     for (size_t i = 0; i < w.q.size(); ++i) w.qb[i] = float_to_bf16(w.q[i]);
+  if (tile_format == KvStorage::int8)
+    quantize_q16(w.q.data(), p.rows, p.dk, q16_limit(p.dk, 127), w.q16.data(), w.qs.data());
 }
 
 // The tile step for one format: S = Q K^T into w.s, then (after the softmax) O += P V.
@@ -110,30 +118,65 @@ class TileStep {
       i += run;
       j += run;
     }
-    const KvStorage fmt = k_reg_.storage;
-    if (fast_ && fmt == KvStorage::bf16) {
-      scores_bf16_avx512(w.qb.data(), p_.rows, p_.dk, reinterpret_cast<const uint16_t* const*>(w.krows), n_,
-                         w.s.data());
-    } else {
-      k_.simd.scores_f32(w.q.data(), p_.rows, p_.dk, reinterpret_cast<const float* const*>(w.krows), n_, w.s.data());
+    const auto rows = [&](const void* const* r, auto t) { return reinterpret_cast<decltype(t) const*>(r); };
+    switch (fast_ ? k_reg_.storage : KvStorage::f32) {
+      case KvStorage::bf16:
+        scores_bf16_avx512(w.qb.data(), p_.rows, p_.dk, rows(w.krows, kU16), n_, w.s.data());
+        break;
+      case KvStorage::int8:
+        scores_int8_avx512(w.q16.data(), w.qs.data(), p_.rows, p_.dk, rows(w.krows, kI8), w.kscale, n_, w.s.data());
+        break;
+      case KvStorage::int4:
+        scores_int4_avx512(w.q.data(), p_.rows, p_.dk, rows(w.krows, kU8), w.kpar_s, w.kpar_z, n_, w.s.data());
+        break;
+      default:
+        k_.simd.scores_f32(w.q.data(), p_.rows, p_.dk, rows(w.krows, kF32), n_, w.s.data());
     }
   }
 
   void accumulate(Scratch& w) {
-    const KvStorage fmt = k_reg_.storage;
-    if (fast_ && fmt == KvStorage::bf16)
-      pv_bf16_avx512(w.s.data(), p_.rows, reinterpret_cast<const uint16_t* const*>(w.vrows), n_, p_.dv, w.acc.data());
-    else
-      k_.simd.pv_f32(w.s.data(), p_.rows, reinterpret_cast<const float* const*>(w.vrows), n_, p_.dv, w.acc.data());
+    const auto rows = [&](const void* const* r, auto t) { return reinterpret_cast<decltype(t) const*>(r); };
+    switch (fast_ ? k_reg_.storage : KvStorage::f32) {
+      case KvStorage::bf16:
+        pv_bf16_avx512(w.s.data(), p_.rows, rows(w.vrows, kU16), n_, p_.dv, w.acc.data());
+        break;
+      case KvStorage::int8:
+        pv_int8_avx512(w.s.data(), p_.rows, rows(w.vrows, kI8), w.vscale, n_, p_.dv, w.acc.data());
+        break;
+      case KvStorage::int4:
+        pv_int4_avx512(w.s.data(), p_.rows, rows(w.vrows, kU8), w.vpar_s, w.vpar_z, k_reg_.group, n_, p_.dv,
+                       w.acc.data());
+        break;
+      default:
+        k_.simd.pv_f32(w.s.data(), p_.rows, rows(w.vrows, kF32), n_, p_.dv, w.acc.data());
+    }
   }
 
   // The format the queries must be prepared for.
   static KvStorage query_format(const Kernels& k, KvStorage storage) { return k.stored ? storage : KvStorage::f32; }
 
  private:
+  static constexpr const uint16_t* kU16 = nullptr;
+  static constexpr const int8_t* kI8 = nullptr;
+  static constexpr const uint8_t* kU8 = nullptr;
+  static constexpr const float* kF32 = nullptr;
+
   void locate_row(Scratch& w, int64_t j, int64_t slot) {
     w.krows[j] = k_reg_.codes + slot * k_reg_.row_bytes;
     w.vrows[j] = v_reg_.codes + slot * v_reg_.row_bytes;
+    if (!fast_) return;
+    const auto* kp = reinterpret_cast<const uint16_t*>(k_reg_.params);
+    const auto* vp = reinterpret_cast<const uint16_t*>(v_reg_.params);
+    if (k_reg_.storage == KvStorage::int8) {
+      w.kscale[j] = f16_to_float(kp[slot]);
+      w.vscale[j] = f16_to_float(vp[slot]);
+    } else if (k_reg_.storage == KvStorage::int4) {
+      const int64_t ng = int4_value_groups(p_.dv, v_reg_.group);
+      w.kpar_s[j] = kp + slot / k_reg_.group * 2 * p_.dk;
+      w.kpar_z[j] = w.kpar_s[j] + p_.dk;
+      w.vpar_s[j] = vp + slot * ng;
+      w.vpar_z[j] = vp + v_reg_.slots * ng + slot * ng;
+    }
   }
 
   // Generic path: rows [j0, j0 + run) (slots from `slot`, logical from `i0`) of this run's
@@ -228,8 +271,10 @@ void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64
   static const SimdOps simd = simd_ops();
   static const flash::SimdOps convert = flash::simd_ops();
   Kernels k{simd, convert, false};
-  k.stored = opts.kernel == DecodeKernel::automatic && cfg.storage == KvStorage::bf16 && avx512_available() &&
-             avx512_supports(p.dk, p.dv) && cache.rope() == nullptr;
+  const bool int4 = cfg.storage == KvStorage::int4;
+  k.stored = opts.kernel == DecodeKernel::automatic &&
+             (cfg.storage == KvStorage::bf16 || cfg.storage == KvStorage::int8 || int4) && avx512_available() &&
+             avx512_supports(p.dk, p.dv, int4 ? cfg.group : 0) && cache.rope() == nullptr;
 
   // Work items, and the split of each (sequence, KV head) along its keys.
   std::vector<Item> items;

@@ -1,6 +1,6 @@
 // Internal interface of the decode kernel's storage-specific tile micro-kernels: the two
 // products of one KV tile, S = Q K^T and O += P V, computed straight from the cache's
-// stored bytes (bf16 values) instead of
+// stored bytes (bf16 values, or int8 / int4 codes with their scales folded in) instead of
 // from a dequantised f32 tile. The decode driver (decode.cpp) resolves paging and ring
 // indirection once per tile into per-key row pointers and calls these; everything else
 // (masking, online softmax, split-KV merge) is shared by every storage format.
@@ -14,10 +14,10 @@
 // No softmax scale is applied here (the driver scales s).
 //
 // Two implementations per product: a plain-loop reference (any CPU, any width; the oracle
-// of the tests) and an AVX-512 BF16 one (vdpbf16ps) used when avx512_available() and
-// avx512_supports(...) hold. Both round the same operands (bf16 queries, given; bf16
-// probabilities), so they agree to f32 summation-order error. Only bf16 storage has a
-// stored-byte kernel so far; int8 and int4 tiles are dequantised for the generic path.
+// of the tests) and an AVX-512 one (avx512f/bw/vnni/bf16: vdpbf16ps for bf16, vpdpwssd for
+// int8 and int4) used when avx512_available() and avx512_supports(...) hold. The AVX-512
+// kernels may round operands as documented per function; the reference computes with the
+// same rounded operands so the two agree to f32 summation-order error.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +25,15 @@
 namespace attnkit::decode {
 
 constexpr int64_t kTileKeys = 64;
+
+// ---- operand preparation (done once per call / per tile, not per key) ----
+
+// Largest |q16| allowed for keys of width dk with codes of magnitude <= code_max, so that a
+// full row's int32 dot product cannot overflow: min(32767, floor((2^31 - 1) / (code_max * dk))).
+int32_t q16_limit(int64_t dk, int32_t code_max);
+// q: [rows][dk] f32 -> q16: [rows][dk] int16, qs: [rows] f32 with q ~= qs[r] * q16[r][c],
+// qs[r] = max_c |q[r][c]| / limit (0 for an all-zero row), q16 = round-to-nearest.
+void quantize_q16(const float* q, int64_t rows, int64_t dk, int32_t limit, int16_t* q16, float* qs);
 
 // ---- bf16 storage: K and V rows are dk / dv bf16 values ----
 
@@ -34,15 +43,50 @@ void scores_bf16_ref(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t
 // acc[r][c] += sum_j bf16(p[r][j]) * v_j[c]  (p rounded to bf16, as FlashAttention does).
 void pv_bf16_ref(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc);
 
+// ---- int8 storage: k_j = kscale[j] * codes_j, codes in [-127, 127] ----
+
+// s[r][j] = qs[r] * kscale[j] * sum_c q16[r][c] * kcode_j[c] (exact integer dot product).
+void scores_int8_ref(const int16_t* q16, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
+                     const float* kscale, int64_t n, float* s);
+// acc[r][c] += sum_j w[r][j] * vcode_j[c], where w[r][j] = p[r][j] * vscale[j] is rounded
+// to int16 per (row, tile): w ~= ws[r] * w16[r][j], ws[r] = max_j w[r][j] / 32767.
+void pv_int8_ref(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n,
+                 int64_t dv, float* acc);
+
+// ---- int4 storage (kv_quant.hpp layouts) ----
+
+// Keys: k_j[c] = kscale_j[c] * code_j[c] + kzero_j[c], code in [0, 15], two codes per byte
+// (channel 2i low nibble); kscale_j / kzero_j point at the dk f16 parameters of the group
+// key j belongs to (consecutive keys usually share them).
+// s[r][j] = sum_c q[r][c] * k_j[c], computed as sum_c q'[c] code_j[c] + sum_c q[r][c] kzero_j[c]
+// with q'[c] = q[r][c] * kscale_j[c] rounded to int16 per (row, group) like quantize_q16.
+void scores_int4_ref(const float* q, int64_t rows, int64_t dk, const uint8_t* const* krows,
+                     const uint16_t* const* kscale, const uint16_t* const* kzero, int64_t n, float* s);
+// Values: v_j[c] = vscale_j[c / G] * code_j[c] + vzero_j[c / G]; vscale_j / vzero_j point at
+// the ceil(dv / G) f16 parameters of key j.
+// acc[r][c] += sum_j p[r][j] * v_j[c], computed as sum_j w16 code + sum_j p[r][j] vzero_j,
+// with w[r][j][g] = p[r][j] * vscale_j[g] rounded to int16 per (row, tile) as pv_int8_ref.
+void pv_int4_ref(const float* p, int64_t rows, const uint8_t* const* vrows, const uint16_t* const* vscale,
+                 const uint16_t* const* vzero, int64_t G, int64_t n, int64_t dv, float* acc);
+
 // ---- AVX-512 versions: same contracts ----
 
-// The CPU has avx512f, avx512bw and avx512bf16 (checked once).
+// The CPU has avx512f, avx512bw, avx512vnni and avx512bf16 (checked once).
 bool avx512_available();
-// The widths these kernels handle: dk and dv multiples of 32, at most kMaxHeadDim.
-bool avx512_supports(int64_t dk, int64_t dv);
+// The widths these kernels handle: dk and dv multiples of 32, dk, dv <= 1024 (kMaxHeadDim),
+// and for int4 values G a multiple of 16.
+bool avx512_supports(int64_t dk, int64_t dv, int64_t G);
 
 void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n,
                         float* s);
 void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc);
+void scores_int8_avx512(const int16_t* q16, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
+                        const float* kscale, int64_t n, float* s);
+void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n,
+                    int64_t dv, float* acc);
+void scores_int4_avx512(const float* q, int64_t rows, int64_t dk, const uint8_t* const* krows,
+                        const uint16_t* const* kscale, const uint16_t* const* kzero, int64_t n, float* s);
+void pv_int4_avx512(const float* p, int64_t rows, const uint8_t* const* vrows, const uint16_t* const* vscale,
+                    const uint16_t* const* vzero, int64_t G, int64_t n, int64_t dv, float* acc);
 
 }  // namespace attnkit::decode

@@ -1,0 +1,123 @@
+// Internal to decode_micro_avx512.cpp (scores) and decode_micro_avx512_pv.cpp (pv): the
+// target attribute, shared constants and small helpers of the AVX-512 tile micro-kernels.
+// x86-64 only.
+#pragma once
+
+#if !defined(__x86_64__)
+#error "decode_micro_avx512.hpp is for x86-64 builds only"
+#endif
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <limits>
+
+// GCC 12's AVX-512 headers initialise their "undefined" vectors with themselves, which
+// -Wuninitialized reports at every inlined shuffle (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include "attnkit/shape.hpp"
+#include "cache/decode_micro.hpp"
+
+// Compiled for AVX-512 whatever the build's baseline; run only after avx512_available().
+#define ATTNKIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16")))
+// Helpers whose vectors must stay in their caller's registers.
+#define ATTNKIT_AVX512_INLINE ATTNKIT_AVX512 __attribute__((always_inline)) inline
+
+namespace attnkit::decode::avx512 {
+
+// Below this a vector's max counts as zero (as in decode_micro_ref.cpp's round_int16).
+inline constexpr float kInt16TinyMax = 0x1p-100f;
+
+// The row of a padding key: past n in a scores block, or the partner of an odd last key.
+alignas(64) inline constexpr uint8_t kZeroRow[2 * kMaxHeadDim] = {};
+template <class T>
+const T* zero_row() {
+  return reinterpret_cast<const T*>(kZeroRow);
+}
+
+// Lane maps of a scores block: lane L holds row L / KB, key L % KB.
+template <int KB>
+constexpr std::array<int32_t, 16> lane_map(bool row) {
+  std::array<int32_t, 16> a{};
+  for (int L = 0; L < 16; ++L) a[L] = row ? L / KB : L % KB;
+  return a;
+}
+template <int KB>
+inline constexpr std::array<int32_t, 16> kLaneRow = lane_map<KB>(true);
+template <int KB>
+inline constexpr std::array<int32_t, 16> kLaneKey = lane_map<KB>(false);
+
+inline __mmask16 first_lanes(int64_t count) {
+  return static_cast<__mmask16>(count >= 16 ? 0xFFFF : (1u << static_cast<unsigned>(std::max<int64_t>(count, 0))) - 1);
+}
+
+// Calls body.template operator()<R>(r0) on blocks of R = 4 rows, then on the remainder.
+template <class Body>
+void for_row_blocks(int64_t rows, Body&& body) {
+  int64_t r0 = 0;
+  for (; r0 + 4 <= rows; r0 += 4) body.template operator()<4>(r0);
+  switch (rows - r0) {
+    case 3:
+      body.template operator()<3>(r0);
+      break;
+    case 2:
+      body.template operator()<2>(r0);
+      break;
+    case 1:
+      body.template operator()<1>(r0);
+      break;
+    default:
+      break;
+  }
+}
+
+// The int16 rounding of decode_micro_ref.cpp (round_int16) once m = max |x| is known:
+// returns the scale and sets *inv, or returns 0 / NaN when x16 must be all zero.
+inline float int16_scale(float m, bool finite, int32_t limit, float* inv) {
+  if (!finite || !(m <= std::numeric_limits<float>::max())) return std::numeric_limits<float>::quiet_NaN();
+  if (m < kInt16TinyMax) return 0;
+  const float lim = static_cast<float>(limit);
+  *inv = lim / m;
+  return m / lim;
+}
+
+ATTNKIT_AVX512_INLINE __m512 abs_ps(__m512 x) {
+  return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF)));
+}
+
+ATTNKIT_AVX512_INLINE bool all_finite(__m512 x) {
+  return _mm512_cmp_ps_mask(abs_ps(x), _mm512_set1_ps(std::numeric_limits<float>::max()), _CMP_NLE_UQ) == 0;
+}
+
+// acc + the dot products of the int16 pairs of a and b, in int32 lanes. Inline assembly
+// rather than _mm512_dpwssd_epi32: with the intrinsic, GCC 12 copies each accumulator to
+// another register and back around every vpdpwssd in loops that carry many of them (twice
+// the instructions). Integer sums live in __m512 variables, as the reduction tree takes.
+ATTNKIT_AVX512_INLINE __m512 dpwssd(__m512 acc, __m512i a, __m512i b) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  return acc;
+}
+
+// Rows are prefetched this many keys ahead of the one being processed, into L2: rows only
+// a few cache lines long, scattered by paging, give the hardware prefetcher little to go
+// on. Measured on Zen 4 streaming from DRAM (rows = 4, d = 128): 32 keys into L2 beat 16
+// or 64 keys, L1, and prefetching only a row's first line; keys per second rise by 25-45 %.
+// A tile already in cache pays about 2-4 cycles per key for the prefetch instructions.
+inline constexpr int64_t kPrefetchKeys = 32;
+
+// Prefetches every cache line of the `bytes` bytes of rows[j], from <= j < min(to, count).
+template <class T>
+ATTNKIT_AVX512_INLINE void prefetch_rows(const T* const* rows, int64_t from, int64_t to, int64_t count, int64_t bytes) {
+  for (int64_t j = from; j < std::min(to, count); ++j) {
+    const uintptr_t first = reinterpret_cast<uintptr_t>(rows[j]);
+    for (uintptr_t line = first & ~uintptr_t{63}; line < first + bytes; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
+  }
+}
+
+}  // namespace attnkit::decode::avx512

@@ -55,6 +55,8 @@
 // every page is full. int4 allocates its f16 residual for the most it can hold, R + G - 1
 // tokens per sequence, so it equals kv_size when the held count leaves R + G - 1 residual
 // tokens, and exceeds it by the unused residual slots otherwise (tested exactly).
+// bytes_reserved() is what was asked of the system: pages under 2 MiB are carved from 2 MiB
+// huge-page slabs, so it exceeds bytes_allocated() by the unused rest of the last slab.
 //
 // Appending is two steps, like a model's forward pass: append(seq, T) advances the metadata
 // (allocating, evicting, copying shared pages) for T new tokens, then store(seq, layer, k,
@@ -151,25 +153,35 @@ class KvBlockStore {
   void retain(KvBlockId b);
   void release(KvBlockId b);
   int32_t refcount(KvBlockId b) const { return refs_[b]; }
-  int64_t block_count() const { return static_cast<int64_t>(blocks_.size()); }  // ids are < this
-  std::byte* data(KvBlockId b) { return blocks_[b].get(); }
-  const std::byte* data(KvBlockId b) const { return blocks_[b].get(); }
+  int64_t block_count() const { return static_cast<int64_t>(data_.size()); }  // ids are < this
+  std::byte* data(KvBlockId b) { return data_[b]; }
+  const std::byte* data(KvBlockId b) const { return data_[b]; }
   int64_t bytes(KvBlockId b) const { return sizes_[b]; }
+  // Bytes of the blocks that exist (in use, or pooled and free): the KV state itself.
   int64_t bytes_allocated() const { return allocated_; }
+  // Bytes asked of the system: bytes_allocated() plus the part of the last slab of pooled
+  // blocks not handed out yet (pooled blocks under 2 MiB are carved from 2 MiB slabs).
+  int64_t bytes_reserved() const { return reserved_; }
   int64_t pooled_in_use() const { return pooled_in_use_; }
   int64_t pooled_free() const { return static_cast<int64_t>(free_.size()); }
 
  private:
-  int64_t pooled_bytes_, max_pooled_;
   struct FreeBytes {
     void operator()(std::byte* p) const;
   };
-  std::vector<std::unique_ptr<std::byte[], FreeBytes>> blocks_;
+  using Bytes = std::unique_ptr<std::byte[], FreeBytes>;
+  std::byte* carve_pooled();  // the next pooled block of the current slab (a new slab when full)
+
+  int64_t pooled_bytes_, max_pooled_;
+  int64_t slab_blocks_ = 0, slab_used_ = 0;  // pooled blocks per slab (0: no slabs); used of the last
+  std::vector<Bytes> slabs_;
+  std::vector<std::byte*> data_;
+  std::vector<Bytes> owned_;  // [block]: the memory of a block not carved from a slab
   std::vector<int64_t> sizes_;
   std::vector<int32_t> refs_;
   std::vector<KvBlockId> free_;     // pooled blocks with no reference, kept allocated
   std::vector<KvBlockId> retired_;  // ids of freed non-pooled blocks, reused by allocate()
-  int64_t allocated_ = 0, pooled_in_use_ = 0;
+  int64_t allocated_ = 0, reserved_ = 0, pooled_in_use_ = 0;
 };
 
 // ---- metadata ----
@@ -243,6 +255,7 @@ class KvCache {
 
   // -- accounting --
   int64_t bytes_allocated() const { return store_.bytes_allocated(); }
+  int64_t bytes_reserved() const { return store_.bytes_reserved(); }
   // kv_size.hpp's description of this cache holding `context` tokens per sequence for
   // `batch` sequences (rolling: window = ring slots).
   KvConfig kv_config(int64_t context, int64_t batch = 1) const;

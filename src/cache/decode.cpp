@@ -35,16 +35,27 @@ struct Kernels {
   bool stored;             // stored-byte micro-kernels for bf16 / int8 / int4 tiles
 };
 
+// One tile's K / V rows as the kernels take them: a pointer per key (one block-table / ring
+// lookup per run of consecutive slots) and the per-key quantization parameters.
+struct TileRows {
+  int64_t lo = -1, n = 0;  // logical keys [lo, lo + n); lo = -1: not resolved
+  bool fast = false;       // stored-byte micro-kernels (else f32 rows for the generic path)
+  KvStorage storage = KvStorage::f32;
+  int64_t group = 0;
+  const void* krows[kTileKeys];
+  const void* vrows[kTileKeys];
+  float kscale[kTileKeys], vscale[kTileKeys];  // int8
+  // int4: the key group's scales / zeros, and the value row's.
+  const uint16_t *kpar_s[kTileKeys], *kpar_z[kTileKeys], *vpar_s[kTileKeys], *vpar_z[kTileKeys];
+};
+
 // Per-thread buffers, allocated before the parallel region.
 struct Scratch {
   std::vector<float> q, s, bias, acc, m, l, alpha, ktile, vtile, angles, qs;
   std::vector<uint16_t> qb;
   std::vector<int16_t> q16;
-  const void* krows[kTileKeys];
-  const void* vrows[kTileKeys];
-  float kscale[kTileKeys], vscale[kTileKeys];  // int8: per-key scales
-  // int4: per-key pointers to the key group's scales / zeros and the value row's.
-  const uint16_t *kpar_s[kTileKeys], *kpar_z[kTileKeys], *vpar_s[kTileKeys], *vpar_z[kTileKeys];
+  TileRows rows[2];  // the current tile's rows, and the next one's
+  int cur = 0;
 
   Scratch(const Plan& p) {
     const auto z = [](std::vector<float>& v, int64_t n) { v.assign(static_cast<size_t>(n), 0.0f); };
@@ -96,60 +107,64 @@ void prepare_queries(const KvCache& cache, const Plan& p, const TensorView& q, i
     quantize_q16(w.q.data(), p.rows, p.dk, q16_limit(p.dk, 127), w.q16.data(), w.qs.data());
 }
 
-// The tile step for one format: S = Q K^T into w.s, then (after the softmax) O += P V.
+// The tile step for one format: S = Q K^T into w.s, then (after the softmax) O += P V. The
+// rows of the next tile are resolved one step early and handed to the kernels to prefetch.
 class TileStep {
  public:
-  TileStep(const KvCache& cache, const Plan& p, const Kernels& k, int64_t layer, int64_t h, const KvSequence& s)
-      : cache_(cache), p_(p), k_(k), layer_(layer), h_(h), s_(s), main_(cache.layout(s)) {}
+  TileStep(const KvCache& cache, const Plan& p, const Kernels& k, int64_t layer, int64_t h, const KvSequence& s,
+           Scratch& w)
+      : cache_(cache), p_(p), k_(k), layer_(layer), h_(h), s_(s), main_(cache.layout(s)), w_(w) {
+    w_.rows[0].lo = w_.rows[1].lo = -1;
+  }
 
-  // Resolves the tile's rows (one lookup per run of consecutive slots) and computes S.
-  void scores(const Tile& tile, Scratch& w) {
-    n_ = tile.hi - tile.lo;
-    for (int64_t i = tile.lo, j = 0; i < tile.hi;) {
-      const KvSlot at = cache_.locate(s_, i);
-      const int64_t run = cache_.run_length(s_, i, tile.hi - i);
-      auto* block = const_cast<std::byte*>(cache_.storage().data(at.block));
-      const KvBlockLayout& lay = at.residual ? cache_.residual_layout() : main_;
-      k_reg_ = detail::kv_region(lay, block, layer_, h_, true);
-      v_reg_ = detail::kv_region(lay, block, layer_, h_, false);
-      fast_ = k_.stored && !at.residual;
-      for (int64_t r = 0; r < run; ++r) locate_row(w, j + r, at.slot + r);
-      if (!fast_) dequantise(w, j, run, at.slot, i);
-      i += run;
-      j += run;
+  // Resolves the tile's rows (unless the previous step did) and computes S.
+  void scores(const Tile& tile, const Tile* next) {
+    TileRows& r = w_.rows[w_.cur];
+    if (r.lo != tile.lo || !r.fast) resolve(tile, r, true);
+    kahead_ = vahead_ = Ahead{};
+    if (r.fast && next) {
+      TileRows& nx = w_.rows[1 - w_.cur];
+      resolve(*next, nx, false);
+      if (nx.fast) kahead_ = {nx.krows, nx.n}, vahead_ = {nx.vrows, nx.n};
     }
-    const auto rows = [&](const void* const* r, auto t) { return reinterpret_cast<decltype(t) const*>(r); };
-    switch (fast_ ? k_reg_.storage : KvStorage::f32) {
+    const auto rows = [](const void* const* x, auto t) { return reinterpret_cast<decltype(t) const*>(x); };
+    float* s = w_.s.data();
+    switch (r.fast ? r.storage : KvStorage::f32) {
       case KvStorage::bf16:
-        scores_bf16_avx512(w.qb.data(), p_.rows, p_.dk, rows(w.krows, kU16), n_, w.s.data());
+        scores_bf16_avx512(w_.qb.data(), p_.rows, p_.dk, rows(r.krows, kU16), r.n, s, kahead_);
         break;
       case KvStorage::int8:
-        scores_int8_avx512(w.q16.data(), w.qs.data(), p_.rows, p_.dk, rows(w.krows, kI8), w.kscale, n_, w.s.data());
+        scores_int8_avx512(w_.q16.data(), w_.qs.data(), p_.rows, p_.dk, rows(r.krows, kI8), r.kscale, r.n, s,
+                           kahead_);
         break;
       case KvStorage::int4:
-        scores_int4_avx512(w.q.data(), p_.rows, p_.dk, rows(w.krows, kU8), w.kpar_s, w.kpar_z, n_, w.s.data());
+        scores_int4_avx512(w_.q.data(), p_.rows, p_.dk, rows(r.krows, kU8), r.kpar_s, r.kpar_z, r.n, s, kahead_);
         break;
       default:
-        k_.simd.scores_f32(w.q.data(), p_.rows, p_.dk, rows(w.krows, kF32), n_, w.s.data());
+        k_.simd.scores_f32(w_.q.data(), p_.rows, p_.dk, rows(r.krows, kF32), r.n, s);
     }
   }
 
-  void accumulate(Scratch& w) {
-    const auto rows = [&](const void* const* r, auto t) { return reinterpret_cast<decltype(t) const*>(r); };
-    switch (fast_ ? k_reg_.storage : KvStorage::f32) {
+  // O += P V for the tile of the last scores(), then moves on to the next tile's rows.
+  void accumulate() {
+    const TileRows& r = w_.rows[w_.cur];
+    const auto rows = [](const void* const* x, auto t) { return reinterpret_cast<decltype(t) const*>(x); };
+    const float* s = w_.s.data();
+    float* acc = w_.acc.data();
+    switch (r.fast ? r.storage : KvStorage::f32) {
       case KvStorage::bf16:
-        pv_bf16_avx512(w.s.data(), p_.rows, rows(w.vrows, kU16), n_, p_.dv, w.acc.data());
+        pv_bf16_avx512(s, p_.rows, rows(r.vrows, kU16), r.n, p_.dv, acc, vahead_);
         break;
       case KvStorage::int8:
-        pv_int8_avx512(w.s.data(), p_.rows, rows(w.vrows, kI8), w.vscale, n_, p_.dv, w.acc.data());
+        pv_int8_avx512(s, p_.rows, rows(r.vrows, kI8), r.vscale, r.n, p_.dv, acc, vahead_);
         break;
       case KvStorage::int4:
-        pv_int4_avx512(w.s.data(), p_.rows, rows(w.vrows, kU8), w.vpar_s, w.vpar_z, k_reg_.group, n_, p_.dv,
-                       w.acc.data());
+        pv_int4_avx512(s, p_.rows, rows(r.vrows, kU8), r.vpar_s, r.vpar_z, r.group, r.n, p_.dv, acc, vahead_);
         break;
       default:
-        k_.simd.pv_f32(w.s.data(), p_.rows, rows(w.vrows, kF32), n_, p_.dv, w.acc.data());
+        k_.simd.pv_f32(s, p_.rows, rows(r.vrows, kF32), r.n, p_.dv, acc);
     }
+    w_.cur = 1 - w_.cur;
   }
 
   // The format the queries must be prepared for.
@@ -161,39 +176,63 @@ class TileStep {
   static constexpr const uint8_t* kU8 = nullptr;
   static constexpr const float* kF32 = nullptr;
 
-  void locate_row(Scratch& w, int64_t j, int64_t slot) {
-    w.krows[j] = k_reg_.codes + slot * k_reg_.row_bytes;
-    w.vrows[j] = v_reg_.codes + slot * v_reg_.row_bytes;
-    if (!fast_) return;
-    const auto* kp = reinterpret_cast<const uint16_t*>(k_reg_.params);
-    const auto* vp = reinterpret_cast<const uint16_t*>(v_reg_.params);
-    if (k_reg_.storage == KvStorage::int8) {
-      w.kscale[j] = f16_to_float(kp[slot]);
-      w.vscale[j] = f16_to_float(vp[slot]);
-    } else if (k_reg_.storage == KvStorage::int4) {
-      const int64_t ng = int4_value_groups(p_.dv, v_reg_.group);
-      w.kpar_s[j] = kp + slot / k_reg_.group * 2 * p_.dk;
-      w.kpar_z[j] = w.kpar_s[j] + p_.dk;
-      w.vpar_s[j] = vp + slot * ng;
-      w.vpar_z[j] = vp + v_reg_.slots * ng + slot * ng;
+  // Fills r for `tile`, run by run; a tile on the generic path is dequantised into the
+  // scratch tiles when `dequant` (only the current tile is).
+  void resolve(const Tile& tile, TileRows& r, bool dequant) {
+    r.lo = tile.lo;
+    r.n = tile.hi - tile.lo;
+    for (int64_t i = tile.lo, j = 0; i < tile.hi;) {
+      const KvSlot at = cache_.locate(s_, i);
+      const int64_t run = cache_.run_length(s_, i, tile.hi - i);
+      auto* block = const_cast<std::byte*>(cache_.storage().data(at.block));
+      const KvBlockLayout& lay = at.residual ? cache_.residual_layout() : main_;
+      const detail::KvRegion kreg = detail::kv_region(lay, block, layer_, h_, true);
+      const detail::KvRegion vreg = detail::kv_region(lay, block, layer_, h_, false);
+      r.fast = k_.stored && !at.residual;  // uniform over a tile: tiles are cut at the int4 boundary
+      r.storage = kreg.storage;
+      r.group = kreg.group;
+      for (int64_t x = 0; x < run; ++x) locate_row(kreg, vreg, r, j + x, at.slot + x);
+      if (!r.fast && dequant) dequantise(kreg, vreg, r, j, run, at.slot, i);
+      i += run;
+      j += run;
     }
   }
 
-  // Generic path: rows [j0, j0 + run) (slots from `slot`, logical from `i0`) of this run's
-  // region as f32, in place of the stored-row pointers (f32 storage is read where it lies,
-  // unless RoPE must rotate a copy).
-  void dequantise(Scratch& w, int64_t j0, int64_t run, int64_t slot, int64_t i0) {
+  void locate_row(const detail::KvRegion& kreg, const detail::KvRegion& vreg, TileRows& r, int64_t j,
+                  int64_t slot) const {
+    r.krows[j] = kreg.codes + slot * kreg.row_bytes;
+    r.vrows[j] = vreg.codes + slot * vreg.row_bytes;
+    if (!r.fast) return;
+    const auto* kp = reinterpret_cast<const uint16_t*>(kreg.params);
+    const auto* vp = reinterpret_cast<const uint16_t*>(vreg.params);
+    if (kreg.storage == KvStorage::int8) {
+      r.kscale[j] = f16_to_float(kp[slot]);
+      r.vscale[j] = f16_to_float(vp[slot]);
+    } else if (kreg.storage == KvStorage::int4) {
+      const int64_t ng = int4_value_groups(p_.dv, vreg.group);
+      r.kpar_s[j] = kp + slot / kreg.group * 2 * p_.dk;
+      r.kpar_z[j] = r.kpar_s[j] + p_.dk;
+      r.vpar_s[j] = vp + slot * ng;
+      r.vpar_z[j] = vp + vreg.slots * ng + slot * ng;
+    }
+  }
+
+  // Generic path: rows [j0, j0 + run) (slots from `slot`, logical from `i0`) of one run as
+  // f32, in place of the stored-row pointers (f32 storage is read where it lies, unless
+  // RoPE must rotate a copy).
+  void dequantise(const detail::KvRegion& kreg, const detail::KvRegion& vreg, TileRows& r, int64_t j0, int64_t run,
+                  int64_t slot, int64_t i0) {
     const bool rotate = cache_.rope() != nullptr;
-    const KvStorage fmt = k_reg_.storage;
-    for (int64_t r = 0; r < run; ++r) {
-      const int64_t j = j0 + r;
-      float* kt = w.ktile.data() + j * p_.dk;
-      float* vt = w.vtile.data() + j * p_.dv;
-      const auto* kb = static_cast<const uint16_t*>(w.krows[j]);
-      const auto* vb = static_cast<const uint16_t*>(w.vrows[j]);
+    const KvStorage fmt = kreg.storage;
+    for (int64_t x = 0; x < run; ++x) {
+      const int64_t j = j0 + x;
+      float* kt = w_.ktile.data() + j * p_.dk;
+      float* vt = w_.vtile.data() + j * p_.dv;
+      const auto* kb = static_cast<const uint16_t*>(r.krows[j]);
+      const auto* vb = static_cast<const uint16_t*>(r.vrows[j]);
       switch (fmt) {
         case KvStorage::f32:
-          if (rotate) std::memcpy(kt, w.krows[j], static_cast<size_t>(p_.dk) * 4);
+          if (rotate) std::memcpy(kt, r.krows[j], static_cast<size_t>(p_.dk) * 4);
           break;
         case KvStorage::bf16:
           k_.convert.bf16_to_f32(kb, kt, p_.dk);
@@ -204,12 +243,12 @@ class TileStep {
           k_.simd.f16_to_f32(vb, vt, p_.dv);
           break;
         default:
-          detail::decode_kv_row(k_reg_, slot + r, kt);
-          detail::decode_kv_row(v_reg_, slot + r, vt);
+          detail::decode_kv_row(kreg, slot + x, kt);
+          detail::decode_kv_row(vreg, slot + x, vt);
       }
-      if (rotate) rope_row(*cache_.rope(), kt, p_.dk, cache_.rope_position(s_, i0 + r));
-      if (fmt != KvStorage::f32 || rotate) w.krows[j] = kt;
-      if (fmt != KvStorage::f32) w.vrows[j] = vt;
+      if (rotate) rope_row(*cache_.rope(), kt, p_.dk, cache_.rope_position(s_, i0 + x));
+      if (fmt != KvStorage::f32 || rotate) r.krows[j] = kt;
+      if (fmt != KvStorage::f32) r.vrows[j] = vt;
     }
   }
 
@@ -219,9 +258,8 @@ class TileStep {
   int64_t layer_, h_;
   const KvSequence& s_;
   KvBlockLayout main_;
-  detail::KvRegion k_reg_{}, v_reg_{};
-  int64_t n_ = 0;
-  bool fast_ = false;  // this tile goes through the stored-byte micro-kernels
+  Scratch& w_;
+  Ahead kahead_, vahead_;
 };
 
 // One work item: the online softmax over its tiles, leaving normalised rows in `o` and
@@ -234,13 +272,13 @@ void run_item(const KvCache& cache, const Plan& p, const Kernels& k, int64_t lay
   std::fill(w.m.begin(), w.m.end(), kNegInf);
   std::fill(w.l.begin(), w.l.end(), 0.0f);
   prepare_queries(cache, p, q, it.b, it.h, TileStep::query_format(k, cache.config().storage), w);
-  TileStep step(cache, p, k, layer, it.h, s);
+  TileStep step(cache, p, k, layer, it.h, s, w);
   SoftmaxParams prm;
   prm.scale = p.scale;
   prm.softcap = p.softcap;
   for (int64_t t = it.t0; t < it.t1; ++t) {
     const Tile& tile = tiles[static_cast<size_t>(t)];
-    step.scores(tile, w);
+    step.scores(tile, t + 1 < it.t1 ? &tile + 1 : nullptr);
     const float* bias = nullptr;
     if (!p.full(s.held, tile)) {
       for (int64_t r = 0; r < p.rows; ++r)
@@ -250,7 +288,7 @@ void run_item(const KvCache& cache, const Plan& p, const Kernels& k, int64_t lay
     }
     k.simd.softmax_tile(w.s.data(), p.rows, tile.hi - tile.lo, prm, bias, w.m.data(), w.l.data(), w.alpha.data());
     k.simd.rescale_rows(w.acc.data(), p.rows, p.dv, w.alpha.data());
-    step.accumulate(w);
+    step.accumulate();
   }
   for (int64_t r = 0; r < p.rows; ++r) {
     const float l = w.l[static_cast<size_t>(r)];

@@ -71,6 +71,13 @@ void pv_int4_ref(const float* p, int64_t rows, const uint8_t* const* vrows, cons
 
 // ---- AVX-512 versions: same contracts ----
 
+// The K (for scores) or V (for pv) rows of the tile that follows: the kernel prefetches
+// them into L2 while it computes this one, so that DRAM latency hides behind the math.
+struct Ahead {
+  const void* const* rows = nullptr;
+  int64_t n = 0;
+};
+
 // The CPU has avx512f, avx512bw, avx512vnni and avx512bf16 (checked once).
 bool avx512_available();
 // The widths these kernels handle: dk and dv multiples of 32, dk, dv <= 1024 (kMaxHeadDim),
@@ -78,15 +85,18 @@ bool avx512_available();
 bool avx512_supports(int64_t dk, int64_t dv, int64_t G);
 
 void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n,
-                        float* s);
-void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc);
+                        float* s, const Ahead& ahead = {});
+void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc,
+                    const Ahead& ahead = {});
 void scores_int8_avx512(const int16_t* q16, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
-                        const float* kscale, int64_t n, float* s);
+                        const float* kscale, int64_t n, float* s, const Ahead& ahead = {});
 void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n,
-                    int64_t dv, float* acc);
+                    int64_t dv, float* acc, const Ahead& ahead = {});
 void scores_int4_avx512(const float* q, int64_t rows, int64_t dk, const uint8_t* const* krows,
-                        const uint16_t* const* kscale, const uint16_t* const* kzero, int64_t n, float* s);
+                        const uint16_t* const* kscale, const uint16_t* const* kzero, int64_t n, float* s,
+                        const Ahead& ahead = {});
 void pv_int4_avx512(const float* p, int64_t rows, const uint8_t* const* vrows, const uint16_t* const* vscale,
-                    const uint16_t* const* vzero, int64_t G, int64_t n, int64_t dv, float* acc);
+                    const uint16_t* const* vzero, int64_t G, int64_t n, int64_t dv, float* acc,
+                    const Ahead& ahead = {});
 
 }  // namespace attnkit::decode

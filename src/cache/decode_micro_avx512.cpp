@@ -125,13 +125,12 @@ ATTNKIT_AVX512_INLINE void scores_bf16_block(const uint16_t* q, int64_t dk, cons
 
 template <int R>
 ATTNKIT_AVX512 void scores_bf16_rows(const uint16_t* q, int64_t dk, const uint16_t* const* krows, int64_t n, float* s,
-                                     bool prefetch) {
+                                     const Ahead& ahead) {
   constexpr int KB = 16 / R;
   const uint16_t* k[KB];
-  if (prefetch) prefetch_rows(krows, 0, kPrefetchKeys, n, 2 * dk);
   for (int64_t j0 = 0; j0 < n; j0 += KB) {
     const int64_t keys = std::min<int64_t>(KB, n - j0);
-    if (prefetch) prefetch_rows(krows, j0 + kPrefetchKeys, j0 + kPrefetchKeys + KB, n, 2 * dk);
+    prefetch_ahead(ahead, j0, KB, n, 2 * dk);
     for (int j = 0; j < KB; ++j) k[j] = j < keys ? krows[j0 + j] : zero_row<uint16_t>();
     scores_bf16_block<R, KB>(q, dk, k, s, j0, keys);
   }
@@ -162,13 +161,12 @@ ATTNKIT_AVX512_INLINE void scores_int8_block(const int16_t* q16, const float* qs
 
 template <int R>
 ATTNKIT_AVX512 void scores_int8_rows(const int16_t* q16, const float* qs, int64_t dk, const int8_t* const* krows,
-                                     const float* kscale, int64_t n, float* s, bool prefetch) {
+                                     const float* kscale, int64_t n, float* s, const Ahead& ahead) {
   constexpr int KB = 16 / R;
   const int8_t* k[KB];
-  if (prefetch) prefetch_rows(krows, 0, kPrefetchKeys, n, dk);
   for (int64_t j0 = 0; j0 < n; j0 += KB) {
     const int64_t keys = std::min<int64_t>(KB, n - j0);
-    if (prefetch) prefetch_rows(krows, j0 + kPrefetchKeys, j0 + kPrefetchKeys + KB, n, dk);
+    prefetch_ahead(ahead, j0, KB, n, dk);
     for (int j = 0; j < KB; ++j) k[j] = j < keys ? krows[j0 + j] : zero_row<int8_t>();
     scores_int8_block<R, KB>(q16, qs, dk, k, kscale, s, j0, keys);
   }
@@ -358,7 +356,7 @@ ATTNKIT_AVX512_INLINE void scores_int4_block(const Int4KeySlots& sl, const int* 
 template <int R>
 ATTNKIT_AVX512 void scores_int4_rows(const float* q, int64_t dk, const uint8_t* const* krows,
                                      const uint16_t* const* kscale, const uint16_t* const* kzero, int64_t n, float* s,
-                                     Int4KeySlots& sl, bool prefetch) {
+                                     Int4KeySlots& sl, const Ahead& ahead) {
   constexpr int KB = 16 / R;
   const int32_t limit = q16_limit(dk, 15);
   bool q_finite[R];
@@ -372,10 +370,9 @@ ATTNKIT_AVX512 void scores_int4_rows(const float* q, int64_t dk, const uint8_t* 
   int cur = -1;
   const uint16_t* cur_scale = nullptr;
   const uint16_t* cur_zero = nullptr;
-  if (prefetch) prefetch_rows(krows, 0, kPrefetchKeys, n, dk / 2);
   for (int64_t j0 = 0; j0 < n; j0 += KB) {
     const int64_t keys = std::min<int64_t>(KB, n - j0);
-    if (prefetch) prefetch_rows(krows, j0 + kPrefetchKeys, j0 + kPrefetchKeys + KB, n, dk / 2);
+    prefetch_ahead(ahead, j0, KB, n, dk / 2);
     bool shared = true;  // no group starts inside the block
     for (int j = 0; j < keys; ++j) {
       k[j] = krows[j0 + j];
@@ -400,24 +397,27 @@ ATTNKIT_AVX512 void scores_int4_rows(const float* q, int64_t dk, const uint8_t* 
 }  // namespace
 
 void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n,
-                        float* s) {
-  for_row_blocks(
-      rows, [&]<int R>(int64_t r0) { scores_bf16_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, r0 == 0); });
+                        float* s, const Ahead& ahead) {
+  for_row_blocks(rows, [&]<int R>(int64_t r0) {
+    scores_bf16_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, r0 == 0 ? ahead : Ahead{});
+  });
 }
 
 void scores_int8_avx512(const int16_t* q16, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
-                        const float* kscale, int64_t n, float* s) {
+                        const float* kscale, int64_t n, float* s, const Ahead& ahead) {
   for_row_blocks(rows, [&]<int R>(int64_t r0) {
-    scores_int8_rows<R>(q16 + r0 * dk, qs + r0, dk, krows, kscale, n, s + r0 * kTileKeys, r0 == 0);
+    scores_int8_rows<R>(q16 + r0 * dk, qs + r0, dk, krows, kscale, n, s + r0 * kTileKeys, r0 == 0 ? ahead : Ahead{});
   });
 }
 
 void scores_int4_avx512(const float* q, int64_t rows, int64_t dk, const uint8_t* const* krows,
-                        const uint16_t* const* kscale, const uint16_t* const* kzero, int64_t n, float* s) {
+                        const uint16_t* const* kscale, const uint16_t* const* kzero, int64_t n, float* s,
+                        const Ahead& ahead) {
   if (n <= 0) return;
   Int4KeySlots slots;
   for_row_blocks(rows, [&]<int R>(int64_t r0) {
-    scores_int4_rows<R>(q + r0 * dk, dk, krows, kscale, kzero, n, s + r0 * kTileKeys, slots, r0 == 0);
+    scores_int4_rows<R>(q + r0 * dk, dk, krows, kscale, kzero, n, s + r0 * kTileKeys, slots,
+                        r0 == 0 ? ahead : Ahead{});
   });
 }
 
@@ -429,21 +429,25 @@ namespace {
 [[noreturn]] void unavailable() { throw Error("decode: the AVX-512 micro-kernels need an x86-64 CPU"); }
 }  // namespace
 
-void scores_bf16_avx512(const uint16_t*, int64_t, int64_t, const uint16_t* const*, int64_t, float*) { unavailable(); }
-void pv_bf16_avx512(const float*, int64_t, const uint16_t* const*, int64_t, int64_t, float*) { unavailable(); }
-void scores_int8_avx512(const int16_t*, const float*, int64_t, int64_t, const int8_t* const*, const float*, int64_t,
-                        float*) {
+void scores_bf16_avx512(const uint16_t*, int64_t, int64_t, const uint16_t* const*, int64_t, float*, const Ahead&) {
   unavailable();
 }
-void pv_int8_avx512(const float*, int64_t, const int8_t* const*, const float*, int64_t, int64_t, float*) {
+void pv_bf16_avx512(const float*, int64_t, const uint16_t* const*, int64_t, int64_t, float*, const Ahead&) {
+  unavailable();
+}
+void scores_int8_avx512(const int16_t*, const float*, int64_t, int64_t, const int8_t* const*, const float*, int64_t,
+                        float*, const Ahead&) {
+  unavailable();
+}
+void pv_int8_avx512(const float*, int64_t, const int8_t* const*, const float*, int64_t, int64_t, float*, const Ahead&) {
   unavailable();
 }
 void scores_int4_avx512(const float*, int64_t, int64_t, const uint8_t* const*, const uint16_t* const*,
-                        const uint16_t* const*, int64_t, float*) {
+                        const uint16_t* const*, int64_t, float*, const Ahead&) {
   unavailable();
 }
 void pv_int4_avx512(const float*, int64_t, const uint8_t* const*, const uint16_t* const*, const uint16_t* const*,
-                    int64_t, int64_t, int64_t, float*) {
+                    int64_t, int64_t, int64_t, float*, const Ahead&) {
   unavailable();
 }
 

@@ -103,18 +103,15 @@ ATTNKIT_AVX512_INLINE __m512 dpwssd(__m512 acc, __m512i a, __m512i b) {
   return acc;
 }
 
-// Rows are prefetched this many keys ahead of the one being processed, into L2: rows only
-// a few cache lines long, scattered by paging, give the hardware prefetcher little to go
-// on. Measured on Zen 4 streaming from DRAM (rows = 4, d = 128): 32 keys into L2 beat 16
-// or 64 keys, L1, and prefetching only a row's first line; keys per second rise by 25-45 %.
-// A tile already in cache pays about 2-4 cycles per key for the prefetch instructions.
-inline constexpr int64_t kPrefetchKeys = 32;
-
-// Prefetches every cache line of the `bytes` bytes of rows[j], from <= j < min(to, count).
-template <class T>
-ATTNKIT_AVX512_INLINE void prefetch_rows(const T* const* rows, int64_t from, int64_t to, int64_t count, int64_t bytes) {
-  for (int64_t j = from; j < std::min(to, count); ++j) {
-    const uintptr_t first = reinterpret_cast<uintptr_t>(rows[j]);
+// Prefetches into L2 the rows of the next tile that belong with keys [j0, j0 + step) of
+// this one (n keys), every cache line of their `bytes`; the last step takes the rest. Rows
+// only a few cache lines long, scattered by paging, give the hardware prefetcher little to
+// go on, and a whole tile ahead (16 KiB per stream at d = 128, bf16) covers DRAM latency.
+ATTNKIT_AVX512_INLINE void prefetch_ahead(const Ahead& ahead, int64_t j0, int64_t step, int64_t n, int64_t bytes) {
+  if (!ahead.rows) return;
+  const int64_t to = j0 + step >= n ? ahead.n : std::min(j0 + step, ahead.n);
+  for (int64_t j = j0; j < to; ++j) {
+    const uintptr_t first = reinterpret_cast<uintptr_t>(ahead.rows[j]);
     for (uintptr_t line = first & ~uintptr_t{63}; line < first + bytes; line += 64)
       _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
   }

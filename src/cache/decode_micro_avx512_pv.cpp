@@ -73,16 +73,15 @@ ATTNKIT_AVX512 void bf16_weight_pairs(const float* p, int R, int64_t n, uint32_t
 
 template <int R, int CB>
 ATTNKIT_AVX512 void pv_bf16_block(const uint32_t (*w)[kPairs], const uint16_t* const* v, int64_t pairs, int64_t c0,
-                                  float* acc, int64_t dv, int64_t prefetch_bytes) {
+                                  float* acc, int64_t dv, const Ahead& ahead, int64_t prefetch_bytes) {
   __m512 lo[R][CB], hi[R][CB];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int b = 0; b < CB; ++b) lo[r][b] = hi[r][b] = _mm512_setzero_ps();
   // The first block of a tile streams the rows in; the others find them in cache.
-  if (prefetch_bytes) prefetch_rows(v, 0, kPrefetchKeys, 2 * pairs, prefetch_bytes);
   for (int64_t m = 0; m < pairs; ++m) {
-    if (prefetch_bytes) prefetch_rows(v, 2 * m + kPrefetchKeys, 2 * m + kPrefetchKeys + 2, 2 * pairs, prefetch_bytes);
+    if (prefetch_bytes) prefetch_ahead(ahead, 2 * m, 2, 2 * pairs, prefetch_bytes);
     const uint16_t* a = v[2 * m] + c0;
     const uint16_t* b = v[2 * m + 1] + c0;
     __m512bh il[CB], ih[CB];
@@ -144,16 +143,15 @@ ATTNKIT_AVX512 void int8_weight_pairs(const float* p, int R, const float* vscale
 
 template <int R, int CB>
 ATTNKIT_AVX512 void pv_int8_block(const uint32_t (*w)[kPairs], const float* ws, const int8_t* const* v, int64_t pairs,
-                                  int64_t c0, float* acc, int64_t dv, int64_t prefetch_bytes) {
+                                  int64_t c0, float* acc, int64_t dv, const Ahead& ahead, int64_t prefetch_bytes) {
   __m512 lo[R][CB], hi[R][CB];  // int32 sums
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int b = 0; b < CB; ++b) lo[r][b] = hi[r][b] = _mm512_setzero_ps();
   // The first block of a tile streams the rows in; the others find them in cache.
-  if (prefetch_bytes) prefetch_rows(v, 0, kPrefetchKeys, 2 * pairs, prefetch_bytes);
   for (int64_t m = 0; m < pairs; ++m) {
-    if (prefetch_bytes) prefetch_rows(v, 2 * m + kPrefetchKeys, 2 * m + kPrefetchKeys + 2, 2 * pairs, prefetch_bytes);
+    if (prefetch_bytes) prefetch_ahead(ahead, 2 * m, 2, 2 * pairs, prefetch_bytes);
     const int8_t* a = v[2 * m] + c0;
     const int8_t* b = v[2 * m + 1] + c0;
     __m512i il[CB], ih[CB];
@@ -348,7 +346,7 @@ alignas(64) constexpr int32_t kEvenOddHi[16] = {8, 24, 9, 25, 10, 26, 11, 27, 12
 // two 16-channel halves may not, and the weight vector holds one pair per half.
 template <int R, int CB, bool OneGroup>
 ATTNKIT_AVX512 void pv_int4_block(const Int4ValueWeights& w, int gp, int64_t G, const uint8_t* const* v, int64_t pairs,
-                                  int64_t c0, float* acc, int64_t dv, int64_t prefetch_bytes) {
+                                  int64_t c0, float* acc, int64_t dv, const Ahead& ahead, int64_t prefetch_bytes) {
   int64_t g_lo[CB], g_hi[CB];
   const uint32_t* w_lo[R][CB];  // pair m of the group of each half at [m * gp]
   const uint32_t* w_hi[R][CB];
@@ -368,9 +366,8 @@ ATTNKIT_AVX512 void pv_int4_block(const Int4ValueWeights& w, int gp, int64_t G, 
     for (int b = 0; b < CB; ++b) ev[r][b] = od[r][b] = _mm512_setzero_ps();
   const __m512i low4 = _mm512_set1_epi16(0x000F);
   // The first block of a tile streams the rows in; the others find them in cache.
-  if (prefetch_bytes) prefetch_rows(v, 0, kPrefetchKeys, 2 * pairs, prefetch_bytes);
   for (int64_t m = 0; m < pairs; ++m) {
-    if (prefetch_bytes) prefetch_rows(v, 2 * m + kPrefetchKeys, 2 * m + kPrefetchKeys + 2, 2 * pairs, prefetch_bytes);
+    if (prefetch_bytes) prefetch_ahead(ahead, 2 * m, 2, 2 * pairs, prefetch_bytes);
     const uint8_t* a = v[2 * m] + c0 / 2;
     const uint8_t* b = v[2 * m + 1] + c0 / 2;
     __m512i e[CB], o[CB];
@@ -438,7 +435,8 @@ void with_group_lanes(int64_t groups, Body&& body) {
 
 }  // namespace
 
-void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc) {
+void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc,
+                    const Ahead& ahead) {
   if (n <= 0) return;
   const uint16_t* v[kTileKeys + 1];
   const int64_t pairs = pair_rows(vrows, n, v);
@@ -446,13 +444,13 @@ void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, 
     uint32_t w[R][kPairs];
     bf16_weight_pairs(p + r0 * kTileKeys, R, n, w);
     for_channel_blocks<kPvChunks<R>>(0, dv, [&]<int CB>(int64_t c0) {
-      pv_bf16_block<R, CB>(w, v, pairs, c0, acc + r0 * dv, dv, r0 + c0 == 0 ? 2 * dv : 0);
+      pv_bf16_block<R, CB>(w, v, pairs, c0, acc + r0 * dv, dv, ahead, r0 + c0 == 0 ? 2 * dv : 0);
     });
   });
 }
 
 void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n,
-                    int64_t dv, float* acc) {
+                    int64_t dv, float* acc, const Ahead& ahead) {
   if (n <= 0) return;
   const int8_t* v[kTileKeys + 1];
   const int64_t pairs = pair_rows(vrows, n, v);
@@ -461,13 +459,14 @@ void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, co
     float ws[R];
     int8_weight_pairs(p + r0 * kTileKeys, R, vscale, n, w, ws);
     for_channel_blocks<kPvChunks<R>>(0, dv, [&]<int CB>(int64_t c0) {
-      pv_int8_block<R, CB>(w, ws, v, pairs, c0, acc + r0 * dv, dv, r0 + c0 == 0 ? dv : 0);
+      pv_int8_block<R, CB>(w, ws, v, pairs, c0, acc + r0 * dv, dv, ahead, r0 + c0 == 0 ? dv : 0);
     });
   });
 }
 
 void pv_int4_avx512(const float* p, int64_t rows, const uint8_t* const* vrows, const uint16_t* const* vscale,
-                    const uint16_t* const* vzero, int64_t G, int64_t n, int64_t dv, float* acc) {
+                    const uint16_t* const* vzero, int64_t G, int64_t n, int64_t dv, float* acc,
+                    const Ahead& ahead) {
   if (n <= 0) return;
   const int64_t groups = (dv + G - 1) / G;
   Int4ValueParams prm;
@@ -481,9 +480,9 @@ void pv_int4_avx512(const float* p, int64_t rows, const uint8_t* const* vrows, c
       int4_value_weights<GP, R>(p + r0 * kTileKeys, n, prm, w);
       for_channel_blocks<kPvChunks<R>>(0, dv, [&]<int CB>(int64_t c0) {
         if (G % 32 == 0)
-          pv_int4_block<R, CB, true>(w, GP, G, v, pairs, c0, acc + r0 * dv, dv, r0 + c0 == 0 ? dv / 2 : 0);
+          pv_int4_block<R, CB, true>(w, GP, G, v, pairs, c0, acc + r0 * dv, dv, ahead, r0 + c0 == 0 ? dv / 2 : 0);
         else
-          pv_int4_block<R, CB, false>(w, GP, G, v, pairs, c0, acc + r0 * dv, dv, r0 + c0 == 0 ? dv / 2 : 0);
+          pv_int4_block<R, CB, false>(w, GP, G, v, pairs, c0, acc + r0 * dv, dv, ahead, r0 + c0 == 0 ? dv / 2 : 0);
       });
     });
   });

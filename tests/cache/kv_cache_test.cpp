@@ -338,6 +338,7 @@ TEST(KvCache, AllocationEqualsKvSize) {
       const History hist(cache.config(), 12, 12);
       for (int i = 0; i < 2; ++i) hist.append(cache, cache.add_sequence(), 0, 12);  // 4 full pages each
       EXPECT_EQ(cache.bytes_allocated(), kv_total_bytes(cache.kv_config(12, 2))) << kv_storage_name(st);
+      EXPECT_EQ(cache.bytes_reserved(), int64_t{2} << 20) << "8 small pages share one 2 MiB slab";
     }
   }
   // int4: the quantized pages plus a residual sized for R + G - 1 = 6 tokens per sequence.

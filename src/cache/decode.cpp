@@ -191,29 +191,34 @@ class TileStep {
       r.fast = k_.stored && !at.residual;  // uniform over a tile: tiles are cut at the int4 boundary
       r.storage = kreg.storage;
       r.group = kreg.group;
-      for (int64_t x = 0; x < run; ++x) locate_row(kreg, vreg, r, j + x, at.slot + x);
+      locate_rows(kreg, vreg, r, j, at.slot, run);
       if (!r.fast && dequant) dequantise(kreg, vreg, r, j, run, at.slot, i);
       i += run;
       j += run;
     }
   }
 
-  void locate_row(const detail::KvRegion& kreg, const detail::KvRegion& vreg, TileRows& r, int64_t j,
-                  int64_t slot) const {
-    r.krows[j] = kreg.codes + slot * kreg.row_bytes;
-    r.vrows[j] = vreg.codes + slot * vreg.row_bytes;
+  // Rows [j, j + run) of r are slots [slot, slot + run) of one block.
+  void locate_rows(const detail::KvRegion& kreg, const detail::KvRegion& vreg, TileRows& r, int64_t j, int64_t slot,
+                   int64_t run) const {
+    for (int64_t x = 0; x < run; ++x) {
+      r.krows[j + x] = kreg.codes + (slot + x) * kreg.row_bytes;
+      r.vrows[j + x] = vreg.codes + (slot + x) * vreg.row_bytes;
+    }
     if (!r.fast) return;
     const auto* kp = reinterpret_cast<const uint16_t*>(kreg.params);
     const auto* vp = reinterpret_cast<const uint16_t*>(vreg.params);
-    if (kreg.storage == KvStorage::int8) {
-      r.kscale[j] = f16_to_float(kp[slot]);
-      r.vscale[j] = f16_to_float(vp[slot]);
+    if (kreg.storage == KvStorage::int8) {  // a run's f16 scales are consecutive
+      k_.simd.f16_to_f32(kp + slot, r.kscale + j, run);
+      k_.simd.f16_to_f32(vp + slot, r.vscale + j, run);
     } else if (kreg.storage == KvStorage::int4) {
       const int64_t ng = int4_value_groups(p_.dv, vreg.group);
-      r.kpar_s[j] = kp + slot / kreg.group * 2 * p_.dk;
-      r.kpar_z[j] = r.kpar_s[j] + p_.dk;
-      r.vpar_s[j] = vp + slot * ng;
-      r.vpar_z[j] = vp + vreg.slots * ng + slot * ng;
+      for (int64_t x = 0; x < run; ++x) {
+        r.kpar_s[j + x] = kp + (slot + x) / kreg.group * 2 * p_.dk;
+        r.kpar_z[j + x] = r.kpar_s[j + x] + p_.dk;
+        r.vpar_s[j + x] = vp + (slot + x) * ng;
+        r.vpar_z[j + x] = vp + vreg.slots * ng + (slot + x) * ng;
+      }
     }
   }
 

@@ -257,6 +257,7 @@ int run(const BenchArgs& a) {
     if (a.given("--kv-heads")) d.kv_heads = a.kv_heads;
     if (a.given("--d")) d.d = a.d;
     if (a.given("--n")) d.n = a.n;
+    if (a.given("--kv-n")) d.n = a.kv_n;  // the cached tokens: --kv-n says it best, --n is kept
     return run_decode_bench(d);
   }
   const Kernel kernel = parse_kernel(a.kernel);
@@ -316,8 +317,8 @@ ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GF
                   sub.add_option("--batch", a->batch, "custom case: batch")->capture_default_str();
                   sub.add_option("--q-heads", a->q_heads, "custom case: query heads")->capture_default_str();
                   sub.add_option("--kv-heads", a->kv_heads, "custom case: KV heads")->capture_default_str();
-                  sub.add_option("--n", a->n, "custom case: query length")->capture_default_str();
-                  sub.add_option("--kv-n", a->kv_n, "custom case: key length (default: --n)");
+                  sub.add_option("--n", a->n, "custom case: query length (--decode: cached tokens per sequence)")->capture_default_str();
+                  sub.add_option("--kv-n", a->kv_n, "custom case: key length (default: --n; --decode: cached tokens)");
                   sub.add_option("--d", a->d, "custom case: head dim (d_qk = d_v)")->capture_default_str();
                   sub.add_option("--reps", a->reps, "timed runs per case (default 3 with --quick, else 5)");
                   sub.add_flag("--no-peak", a->no_peak, "skip measuring the machine's peaks (peak fields are null)");

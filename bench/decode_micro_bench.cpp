@@ -181,15 +181,27 @@ struct Operands {
   }
 };
 
-// Scores and pv of tile t, the row pointers resolved first as the decode driver does.
+// Scores and pv of tile t, the row pointers resolved first as the decode driver does, with
+// the next tile's rows handed to the AVX-512 kernels to prefetch (as the driver does).
 void run_tile(const Ring& ring, int64_t t, Operands& o, bool simd) {
+  const int64_t next = (t + 1) % ring.tiles;
+  const void *kn[kN], *vn[kN];
+  for (int64_t j = 0; j < kN; ++j) {
+    const int64_t row = next * kN + j;
+    switch (ring.format) {
+      case Format::bf16: kn[j] = &ring.kb[row * kD], vn[j] = &ring.vb[row * kD]; break;
+      case Format::int8: kn[j] = &ring.k8[row * kD], vn[j] = &ring.v8[row * kD]; break;
+      case Format::int4: kn[j] = &ring.k4[row * kD / 2], vn[j] = &ring.v4[row * kD / 2]; break;
+    }
+  }
+  const Ahead ka{kn, kN}, va{vn, kN};
   switch (ring.format) {
     case Format::bf16: {
       const uint16_t *k[kN], *v[kN];
       for (int64_t j = 0; j < kN; ++j) k[j] = &ring.kb[(t * kN + j) * kD], v[j] = &ring.vb[(t * kN + j) * kD];
       if (simd) {
-        scores_bf16_avx512(o.qb.data(), kRows, kD, k, kN, o.s.data());
-        pv_bf16_avx512(o.p.data(), kRows, v, kN, kD, o.acc.data());
+        scores_bf16_avx512(o.qb.data(), kRows, kD, k, kN, o.s.data(), ka);
+        pv_bf16_avx512(o.p.data(), kRows, v, kN, kD, o.acc.data(), va);
       } else {
         scores_bf16_ref(o.qb.data(), kRows, kD, k, kN, o.s.data());
         pv_bf16_ref(o.p.data(), kRows, v, kN, kD, o.acc.data());
@@ -202,8 +214,8 @@ void run_tile(const Ring& ring, int64_t t, Operands& o, bool simd) {
       const float* ks = &ring.k8s[t * kN];
       const float* vs = &ring.v8s[t * kN];
       if (simd) {
-        scores_int8_avx512(o.q16.data(), o.qs.data(), kRows, kD, k, ks, kN, o.s.data());
-        pv_int8_avx512(o.p.data(), kRows, v, vs, kN, kD, o.acc.data());
+        scores_int8_avx512(o.q16.data(), o.qs.data(), kRows, kD, k, ks, kN, o.s.data(), ka);
+        pv_int8_avx512(o.p.data(), kRows, v, vs, kN, kD, o.acc.data(), va);
       } else {
         scores_int8_ref(o.q16.data(), o.qs.data(), kRows, kD, k, ks, kN, o.s.data());
         pv_int8_ref(o.p.data(), kRows, v, vs, kN, kD, o.acc.data());
@@ -222,8 +234,8 @@ void run_tile(const Ring& ring, int64_t t, Operands& o, bool simd) {
         vz[j] = vs[j] + kVGroups;
       }
       if (simd) {
-        scores_int4_avx512(o.q.data(), kRows, kD, k, ks, kz, kN, o.s.data());
-        pv_int4_avx512(o.p.data(), kRows, v, vs, vz, kG, kN, kD, o.acc.data());
+        scores_int4_avx512(o.q.data(), kRows, kD, k, ks, kz, kN, o.s.data(), ka);
+        pv_int4_avx512(o.p.data(), kRows, v, vs, vz, kG, kN, kD, o.acc.data(), va);
       } else {
         scores_int4_ref(o.q.data(), kRows, kD, k, ks, kz, kN, o.s.data());
         pv_int4_ref(o.p.data(), kRows, v, vs, vz, kG, kN, kD, o.acc.data());

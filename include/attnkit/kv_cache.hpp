@@ -55,8 +55,9 @@
 // every page is full. int4 allocates its f16 residual for the most it can hold, R + G - 1
 // tokens per sequence, so it equals kv_size when the held count leaves R + G - 1 residual
 // tokens, and exceeds it by the unused residual slots otherwise (tested exactly).
-// bytes_reserved() is what was asked of the system: pages under 2 MiB are carved from 2 MiB
-// huge-page slabs, so it exceeds bytes_allocated() by the unused rest of the last slab.
+// bytes_reserved() is what was asked of the system: pages are carved from slabs of whole
+// 2 MiB huge pages (KvBlockStore), so it exceeds bytes_allocated() by the unused rest of
+// the last slab.
 //
 // Appending is two steps, like a model's forward pass: append(seq, T) advances the metadata
 // (allocating, evicting, copying shared pages) for T new tokens, then store(seq, layer, k,
@@ -139,28 +140,52 @@ struct KvBlockLayout {
   }
   int64_t k_params(int64_t layer, int64_t head) const { return k_offset(layer, head) + slots * k_row_bytes; }
   int64_t v_params(int64_t layer, int64_t head) const { return v_offset(layer, head) + slots * v_row_bytes; }
+  std::vector<int64_t> regions() const;  // the sizes of the block's regions, in order
 };
 
 using KvBlockId = int32_t;
 
-// Reference-counted blocks of bytes. Blocks of one size (pages) are pooled: release()
-// of the last reference returns a pooled block to a free list, others are freed at once.
+// Reference-counted blocks of bytes. A block is a sequence of regions (KvBlockLayout: one
+// per layer, K / V and head), and every access goes through region(): the store decides
+// where a region lies. Pages (the paged layout's blocks, all of one layout) are pooled:
+// release() of the last reference returns a page to a free list, other blocks are freed
+// at once.
+//
+// Pages are carved from slabs that hold several of them REGION-MAJOR: region r of the
+// slab's P pages lies at slab + P * offset(r) + i * bytes(r) for page i. A sequence's
+// consecutive pages are usually consecutive in a slab, so each head's K (or V) rows of a
+// decode step stream through long runs of memory as in a contiguous cache, instead of one
+// short region per page (4 KiB at page 16, d = 128, bf16) followed by a jump over every
+// other head's. Slabs hold enough pages for runs of >= 64 KiB, rounded up to whole 2 MiB
+// huge pages; the unused rest of the last slab is in bytes_reserved(), not bytes_allocated().
 class KvBlockStore {
  public:
-  // pooled_bytes: the size of pooled blocks (0: none); max_pooled: their limit (0: none).
-  KvBlockStore(int64_t pooled_bytes, int64_t max_pooled);
-  KvBlockId allocate(int64_t bytes);  // refcount 1, zero-filled; throws Error when the pool is full
+  // page_regions: the sizes, in order, of the regions a page is made of (empty: no pages);
+  // max_pages: their limit (0: none).
+  KvBlockStore(std::vector<int64_t> page_regions, int64_t max_pages);
+  KvBlockId allocate_page();           // refcount 1, zero-filled; throws Error when the pool is full
+  KvBlockId allocate(int64_t bytes);  // a block of its own (not a page); refcount 1, zero-filled
   void retain(KvBlockId b);
   void release(KvBlockId b);
+  // Copies block `from` into `to` (blocks of one layout: both pages, or both `bytes` long).
+  void copy(KvBlockId to, KvBlockId from);
+  // The region of block b that starts at `offset` of its layout and is `bytes` long (a
+  // page's regions must be addressed exactly as page_regions lists them).
+  std::byte* region(KvBlockId b, int64_t offset, int64_t bytes) {
+    return slot_[b] < 0 ? data_[b] + offset : data_[b] + slab_pages_ * offset + slot_[b] * bytes;
+  }
+  const std::byte* region(KvBlockId b, int64_t offset, int64_t bytes) const {
+    return const_cast<KvBlockStore*>(this)->region(b, offset, bytes);
+  }
   int32_t refcount(KvBlockId b) const { return refs_[b]; }
   int64_t block_count() const { return static_cast<int64_t>(data_.size()); }  // ids are < this
-  std::byte* data(KvBlockId b) { return data_[b]; }
-  const std::byte* data(KvBlockId b) const { return data_[b]; }
+  bool is_page(KvBlockId b) const { return slot_[b] >= 0; }
   int64_t bytes(KvBlockId b) const { return sizes_[b]; }
+  int64_t slab_pages() const { return slab_pages_; }  // pages per slab
   // Bytes of the blocks that exist (in use, or pooled and free): the KV state itself.
   int64_t bytes_allocated() const { return allocated_; }
-  // Bytes asked of the system: bytes_allocated() plus the part of the last slab of pooled
-  // blocks not handed out yet (pooled blocks under 2 MiB are carved from 2 MiB slabs).
+  // Bytes asked of the system: bytes_allocated() plus the pages of the last slab not
+  // handed out yet, and the rounding of slabs and large blocks to whole huge pages.
   int64_t bytes_reserved() const { return reserved_; }
   int64_t pooled_in_use() const { return pooled_in_use_; }
   int64_t pooled_free() const { return static_cast<int64_t>(free_.size()); }
@@ -170,17 +195,20 @@ class KvBlockStore {
     void operator()(std::byte* p) const;
   };
   using Bytes = std::unique_ptr<std::byte[], FreeBytes>;
-  std::byte* carve_pooled();  // the next pooled block of the current slab (a new slab when full)
+  KvBlockId add_block(std::byte* at, Bytes mem, int64_t slot, int64_t bytes);
+  void zero(KvBlockId b);
 
-  int64_t pooled_bytes_, max_pooled_;
-  int64_t slab_blocks_ = 0, slab_used_ = 0;  // pooled blocks per slab (0: no slabs); used of the last
+  std::vector<int64_t> page_regions_;
+  int64_t page_bytes_ = 0, max_pages_;
+  int64_t slab_pages_ = 0, slab_bytes_ = 0, slab_used_ = 0;  // pages per slab; carved from the last one
   std::vector<Bytes> slabs_;
-  std::vector<std::byte*> data_;
-  std::vector<Bytes> owned_;  // [block]: the memory of a block not carved from a slab
+  std::vector<std::byte*> data_;  // [block]: its memory, or its slab's
+  std::vector<int64_t> slot_;     // [block]: its index in the slab, -1 for blocks of their own
+  std::vector<Bytes> owned_;      // [block]: the memory of a block of its own
   std::vector<int64_t> sizes_;
   std::vector<int32_t> refs_;
-  std::vector<KvBlockId> free_;     // pooled blocks with no reference, kept allocated
-  std::vector<KvBlockId> retired_;  // ids of freed non-pooled blocks, reused by allocate()
+  std::vector<KvBlockId> free_;     // pages with no reference, kept allocated
+  std::vector<KvBlockId> retired_;  // ids of freed blocks of their own, reused by allocate()
   int64_t allocated_ = 0, reserved_ = 0, pooled_in_use_ = 0;
 };
 
@@ -264,7 +292,8 @@ class KvCache {
   KvSequence& live(int64_t seq, std::string_view what);
   void reserve_slots(KvSequence& s, int64_t new_held);
   void make_writable(KvSequence& s, int64_t first, int64_t last);
-  KvBlockId new_block(const KvBlockLayout& layout);
+  KvBlockId new_block(const KvBlockLayout& layout);  // a block of its own
+  KvBlockId new_page();
 
   KvCacheConfig config_;
   KvBlockLayout layout_, residual_layout_;

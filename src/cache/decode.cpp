@@ -44,7 +44,14 @@ struct TileRows {
   int64_t group = 0;
   const void* krows[kTileKeys];
   const void* vrows[kTileKeys];
-  float kscale[kTileKeys], vscale[kTileKeys];  // int8
+  float kscale[kTileKeys], vscale[kTileKeys];  // int8, converted by scales() from the runs' f16 scales:
+  struct ScaleRun {
+    const uint16_t *k, *v;
+    int64_t j, n;  // rows [j, j + n)
+  };
+  ScaleRun scale_runs[kTileKeys];
+  int64_t scale_run_count = 0;
+  bool scales_ready = false;
   // int4: the key group's scales / zeros, and the value row's.
   const uint16_t *kpar_s[kTileKeys], *kpar_z[kTileKeys], *vpar_s[kTileKeys], *vpar_z[kTileKeys];
 };
@@ -121,6 +128,7 @@ class TileStep {
   void scores(const Tile& tile, const Tile* next) {
     TileRows& r = w_.rows[w_.cur];
     if (r.lo != tile.lo || !r.fast) resolve(tile, r, true);
+    if (!r.scales_ready) convert_scales(r);
     kahead_ = vahead_ = Ahead{};
     if (r.fast && next) {
       TileRows& nx = w_.rows[1 - w_.cur];
@@ -181,13 +189,14 @@ class TileStep {
   void resolve(const Tile& tile, TileRows& r, bool dequant) {
     r.lo = tile.lo;
     r.n = tile.hi - tile.lo;
+    r.scale_run_count = 0;
+    r.scales_ready = true;
     for (int64_t i = tile.lo, j = 0; i < tile.hi;) {
       const KvSlot at = cache_.locate(s_, i);
       const int64_t run = cache_.run_length(s_, i, tile.hi - i);
-      auto* block = const_cast<std::byte*>(cache_.storage().data(at.block));
       const KvBlockLayout& lay = at.residual ? cache_.residual_layout() : main_;
-      const detail::KvRegion kreg = detail::kv_region(lay, block, layer_, h_, true);
-      const detail::KvRegion vreg = detail::kv_region(lay, block, layer_, h_, false);
+      const detail::KvRegion kreg = detail::kv_region(lay, cache_.storage(), at.block, layer_, h_, true);
+      const detail::KvRegion vreg = detail::kv_region(lay, cache_.storage(), at.block, layer_, h_, false);
       r.fast = k_.stored && !at.residual;  // uniform over a tile: tiles are cut at the int4 boundary
       r.storage = kreg.storage;
       r.group = kreg.group;
@@ -208,9 +217,14 @@ class TileStep {
     if (!r.fast) return;
     const auto* kp = reinterpret_cast<const uint16_t*>(kreg.params);
     const auto* vp = reinterpret_cast<const uint16_t*>(vreg.params);
-    if (kreg.storage == KvStorage::int8) {  // a run's f16 scales are consecutive
-      k_.simd.f16_to_f32(kp + slot, r.kscale + j, run);
-      k_.simd.f16_to_f32(vp + slot, r.vscale + j, run);
+    if (kreg.storage == KvStorage::int8) {
+      // A run's f16 scales are consecutive. They are converted when the tile is computed,
+      // not now: the next tile is resolved a step early, and its scales, one short stretch
+      // per page, would miss in cache here; prefetched now, they arrive during this step.
+      r.scale_runs[r.scale_run_count++] = {kp + slot, vp + slot, j, run};
+      r.scales_ready = false;
+      prefetch_bytes(kp + slot, 2 * run);
+      prefetch_bytes(vp + slot, 2 * run);
     } else if (kreg.storage == KvStorage::int4) {
       const int64_t ng = int4_value_groups(p_.dv, vreg.group);
       for (int64_t x = 0; x < run; ++x) {
@@ -219,7 +233,28 @@ class TileStep {
         r.vpar_s[j + x] = vp + (slot + x) * ng;
         r.vpar_z[j + x] = vp + vreg.slots * ng + (slot + x) * ng;
       }
+      // The kernels read these parameters where they lie: prefetched, as the int8 scales.
+      const int64_t g0 = slot / kreg.group, g1 = (slot + run - 1) / kreg.group;
+      prefetch_bytes(kp + g0 * 2 * p_.dk, (g1 - g0 + 1) * 4 * p_.dk);
+      prefetch_bytes(vp + slot * ng, 2 * run * ng);
+      prefetch_bytes(vp + vreg.slots * ng + slot * ng, 2 * run * ng);
     }
+  }
+
+  void convert_scales(TileRows& r) const {
+    for (int64_t i = 0; i < r.scale_run_count; ++i) {
+      const TileRows::ScaleRun& run = r.scale_runs[i];
+      k_.simd.f16_to_f32(run.k, r.kscale + run.j, run.n);
+      k_.simd.f16_to_f32(run.v, r.vscale + run.j, run.n);
+    }
+    r.scales_ready = true;
+  }
+
+  // Asks for the cache lines of [p, p + bytes) to be brought into L2.
+  static void prefetch_bytes(const void* p, int64_t bytes) {
+    const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+    for (uintptr_t line = first; line < reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes); line += 64)
+      __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
   }
 
   // Generic path: rows [j0, j0 + run) (slots from `slot`, logical from `i0`) of one run as

@@ -107,22 +107,42 @@ KvBlockLayout::KvBlockLayout(KvStorage storage_, int64_t slots_, const KvCacheCo
   block_bytes = detail::checked_mul(layers, layer_bytes, what, "layers");
 }
 
+std::vector<int64_t> KvBlockLayout::regions() const {
+  std::vector<int64_t> r;
+  for (int64_t l = 0; l < layers; ++l) {
+    r.insert(r.end(), static_cast<size_t>(heads), k_head_bytes);
+    r.insert(r.end(), static_cast<size_t>(heads), v_head_bytes);
+  }
+  return r;
+}
+
 // ---- block store ----
 
 namespace {
 
-constexpr size_t kHugePage = size_t{2} << 20;
+constexpr int64_t kHugePage = int64_t{2} << 20;
+// Pages per slab are chosen so that each region's run through the slab is at least this
+// long: past it, streaming one run then jumping to the next is as fast as one stream.
+constexpr int64_t kSlabRunBytes = int64_t{64} << 10;
+
+int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+// What allocate_bytes() asks of the system for `bytes`.
+int64_t reserved_for(int64_t bytes) {
+  const int64_t n = std::max<int64_t>(bytes, 1);
+  return n >= kHugePage ? round_up(n, kHugePage) : n;
+}
 
 // Bytes (zeroed when `zero`), or null. Blocks of 2 MiB and more are 2 MiB-aligned and asked
 // to be backed by transparent huge pages: a decode step streams each head's K and V rows,
 // and with 4 KiB pages the hardware prefetchers stop at every page boundary and every page
 // costs a TLB miss (measured: bf16 decode at 7 GB/s on one thread with 4 KiB pages).
 std::byte* allocate_bytes(int64_t bytes, bool zero) {
-  const size_t n = static_cast<size_t>(std::max<int64_t>(bytes, 1));
-  const bool huge = n >= kHugePage;
-  void* p = huge ? std::aligned_alloc(kHugePage, (n + kHugePage - 1) / kHugePage * kHugePage) : std::malloc(n);
+  const size_t n = static_cast<size_t>(reserved_for(bytes));
+  const bool huge = n >= static_cast<size_t>(kHugePage);
+  void* p = huge ? std::aligned_alloc(static_cast<size_t>(kHugePage), n) : std::malloc(n);
   if (!p) return nullptr;
-  if (huge) madvise(p, (n + kHugePage - 1) / kHugePage * kHugePage, MADV_HUGEPAGE);  // advisory: failure is fine
+  if (huge) madvise(p, n, MADV_HUGEPAGE);  // advisory: failure is fine
   if (zero) std::memset(p, 0, n);
   return static_cast<std::byte*>(p);
 }
@@ -131,56 +151,37 @@ std::byte* allocate_bytes(int64_t bytes, bool zero) {
 
 void KvBlockStore::FreeBytes::operator()(std::byte* p) const { std::free(p); }
 
-// Pooled blocks (pages) under 2 MiB are carved from 2 MiB slabs, so that a sequence's pages
-// share huge pages as a contiguous cache's block does: pages of 16 tokens are 4 KiB per head
-// at d = 128, and one TLB entry per page made paged decode 25-30 % slower than contiguous.
-KvBlockStore::KvBlockStore(int64_t pooled_bytes, int64_t max_pooled)
-    : pooled_bytes_(pooled_bytes), max_pooled_(max_pooled) {
-  if (pooled_bytes_ > 0 && pooled_bytes_ < static_cast<int64_t>(kHugePage))
-    slab_blocks_ = static_cast<int64_t>(kHugePage) / pooled_bytes_;
+KvBlockStore::KvBlockStore(std::vector<int64_t> page_regions, int64_t max_pages)
+    : page_regions_(std::move(page_regions)), max_pages_(max_pages) {
+  int64_t smallest = 0;
+  for (int64_t r : page_regions_) {
+    page_bytes_ = detail::checked_add(page_bytes_, r, "KV page bytes", "region");
+    if (r > 0) smallest = smallest > 0 ? std::min(smallest, r) : r;
+  }
+  if (page_regions_.empty()) return;
+  if (smallest == 0 || page_bytes_ == 0) {
+    slab_pages_ = 1;
+    slab_bytes_ = page_bytes_;
+    return;
+  }
+  // Runs of >= kSlabRunBytes, then as many more pages as the slab's last huge page holds.
+  const int64_t runs = (kSlabRunBytes + smallest - 1) / smallest;
+  const int64_t slab = round_up(detail::checked_mul(runs, page_bytes_, "KV slab bytes", "page bytes"), kHugePage);
+  slab_pages_ = std::max<int64_t>(1, slab / page_bytes_);
+  slab_bytes_ = std::max(slab, page_bytes_);
+  if (max_pages_ > 0 && slab_pages_ > max_pages_) {
+    slab_pages_ = max_pages_;
+    slab_bytes_ = max_pages_ * page_bytes_;
+  }
 }
 
-std::byte* KvBlockStore::carve_pooled() {
-  if (slabs_.empty() || slab_used_ == slab_blocks_) {
-    Bytes slab(allocate_bytes(static_cast<int64_t>(kHugePage), false));
-    if (!slab) throw Error(fmt::format("cannot allocate a slab of KV pages ({})", format_bytes(double(kHugePage))));
-    slabs_.push_back(std::move(slab));
-    reserved_ += static_cast<int64_t>(kHugePage);
-    slab_used_ = 0;
-  }
-  std::byte* p = slabs_.back().get() + slab_used_++ * pooled_bytes_;
-  std::memset(p, 0, static_cast<size_t>(pooled_bytes_));
-  return p;
-}
-
-KvBlockId KvBlockStore::allocate(int64_t bytes) {
-  const bool pooled = bytes == pooled_bytes_;
-  if (pooled && !free_.empty()) {
-    const KvBlockId b = free_.back();
-    free_.pop_back();
-    std::memset(data_[b], 0, static_cast<size_t>(bytes));
-    refs_[b] = 1;
-    ++pooled_in_use_;
-    return b;
-  }
-  if (pooled && max_pooled_ > 0 && pooled_in_use_ >= max_pooled_)
-    throw Error(fmt::format("the paged cache is full: all max_pages ({}) pages are in use", max_pooled_));
-  Bytes mem;
-  std::byte* at = nullptr;
-  if (pooled && slab_blocks_ > 0) {
-    at = carve_pooled();
-  } else {
-    mem.reset(allocate_bytes(bytes, true));
-    if (!mem && bytes > 0)
-      throw Error(fmt::format("cannot allocate a KV block of {} bytes ({})", bytes, format_bytes(double(bytes))));
-    at = mem.get();
-    reserved_ += bytes;
-  }
+KvBlockId KvBlockStore::add_block(std::byte* at, Bytes mem, int64_t slot, int64_t bytes) {
   KvBlockId b;
   if (!retired_.empty()) {
     b = retired_.back();
     retired_.pop_back();
     data_[b] = at;
+    slot_[b] = slot;
     owned_[b] = std::move(mem);
     sizes_[b] = bytes;
     refs_[b] = 1;
@@ -188,26 +189,85 @@ KvBlockId KvBlockStore::allocate(int64_t bytes) {
     check(data_.size() < size_t{1} << 31, [] { return std::string("too many KV blocks (2^31)"); });
     b = static_cast<KvBlockId>(data_.size());
     data_.push_back(at);
+    slot_.push_back(slot);
     owned_.push_back(std::move(mem));
     sizes_.push_back(bytes);
     refs_.push_back(1);
   }
   allocated_ += bytes;
-  if (pooled) ++pooled_in_use_;
   return b;
+}
+
+void KvBlockStore::zero(KvBlockId b) {
+  if (slot_[b] < 0) {
+    std::memset(data_[b], 0, static_cast<size_t>(sizes_[b]));
+    return;
+  }
+  int64_t offset = 0;
+  for (int64_t r : page_regions_) {
+    std::memset(region(b, offset, r), 0, static_cast<size_t>(r));
+    offset += r;
+  }
+}
+
+KvBlockId KvBlockStore::allocate_page() {
+  check(!page_regions_.empty(), [] { return std::string("this KV store has no pages"); });
+  if (!free_.empty()) {
+    const KvBlockId b = free_.back();
+    free_.pop_back();
+    zero(b);
+    refs_[b] = 1;
+    ++pooled_in_use_;
+    return b;
+  }
+  if (max_pages_ > 0 && pooled_in_use_ >= max_pages_)
+    throw Error(fmt::format("the paged cache is full: all max_pages ({}) pages are in use", max_pages_));
+  if (slabs_.empty() || slab_used_ == slab_pages_) {
+    Bytes slab(allocate_bytes(slab_bytes_, false));
+    if (!slab)
+      throw Error(fmt::format("cannot allocate a slab of KV pages ({})", format_bytes(double(slab_bytes_))));
+    slabs_.push_back(std::move(slab));
+    reserved_ += reserved_for(slab_bytes_);
+    slab_used_ = 0;
+  }
+  const KvBlockId b = add_block(slabs_.back().get(), nullptr, slab_used_++, page_bytes_);
+  zero(b);
+  ++pooled_in_use_;
+  return b;
+}
+
+KvBlockId KvBlockStore::allocate(int64_t bytes) {
+  Bytes mem(allocate_bytes(bytes, true));
+  if (!mem)
+    throw Error(fmt::format("cannot allocate a KV block of {} bytes ({})", bytes, format_bytes(double(bytes))));
+  reserved_ += reserved_for(bytes);
+  std::byte* at = mem.get();
+  return add_block(at, std::move(mem), -1, bytes);
+}
+
+void KvBlockStore::copy(KvBlockId to, KvBlockId from) {
+  if (slot_[from] < 0) {
+    std::memcpy(data_[to], data_[from], static_cast<size_t>(sizes_[from]));
+    return;
+  }
+  int64_t offset = 0;
+  for (int64_t r : page_regions_) {
+    std::memcpy(region(to, offset, r), region(from, offset, r), static_cast<size_t>(r));
+    offset += r;
+  }
 }
 
 void KvBlockStore::retain(KvBlockId b) { ++refs_[b]; }
 
 void KvBlockStore::release(KvBlockId b) {
   if (--refs_[b] > 0) return;
-  if (sizes_[b] == pooled_bytes_) {
+  if (slot_[b] >= 0) {
     free_.push_back(b);  // kept allocated: the pool's memory is reused, not returned
     --pooled_in_use_;
     return;
   }
   allocated_ -= sizes_[b];
-  reserved_ -= sizes_[b];
+  reserved_ -= reserved_for(sizes_[b]);
   owned_[b].reset();
   data_[b] = nullptr;
   sizes_[b] = 0;
@@ -236,7 +296,7 @@ KvCache::KvCache(const KvCacheConfig& config)
                                   : main_slots(config),
               config),
       residual_layout_(KvStorage::f16, config.storage == KvStorage::int4 ? config.residual_slots() : 0, config),
-      store_(config.layout == KvLayout::paged ? layout_.block_bytes : -1, config.max_pages) {
+      store_(config.layout == KvLayout::paged ? layout_.regions() : std::vector<int64_t>{}, config.max_pages) {
   if (config_.rope && config_.positions == KvPositions::in_cache) {
     // Positions inside the cache are bounded by what it holds; a growing cache grows this.
     const int64_t bound = config_.layout == KvLayout::rolling ? config_.sinks + config_.ring_slots()
@@ -251,6 +311,7 @@ KvBlockLayout KvCache::layout(const KvSequence& s) const {
 }
 
 KvBlockId KvCache::new_block(const KvBlockLayout& layout) { return store_.allocate(layout.block_bytes); }
+KvBlockId KvCache::new_page() { return store_.allocate_page(); }
 
 int64_t KvCache::add_sequence() {
   KvSequence s;
@@ -310,13 +371,11 @@ int64_t KvCache::fork(int64_t parent) {
   } else {
     for (KvBlockId b : p.blocks) {
       const KvBlockId nb = store_.allocate(store_.bytes(b));
-      std::memcpy(store_.data(nb), store_.data(b), static_cast<size_t>(store_.bytes(b)));
+      store_.copy(nb, b);
       c.blocks.push_back(nb);
     }
   }
-  if (p.residual_block >= 0)
-    std::memcpy(store_.data(c.residual_block), store_.data(p.residual_block),
-                static_cast<size_t>(residual_layout_.block_bytes));
+  if (p.residual_block >= 0) store_.copy(c.residual_block, p.residual_block);
   return child;
 }
 
@@ -333,7 +392,7 @@ int64_t KvCache::adopt_pages(std::span<const KvBlockId> pages, int64_t tokens) {
   const int64_t known = static_cast<int64_t>(store_.pooled_in_use() + store_.pooled_free());
   for (int64_t i = 0; i < n; ++i) {
     const KvBlockId b = pages[static_cast<size_t>(i)];
-    check(b >= 0 && b < store_.block_count() && store_.bytes(b) == layout_.block_bytes && store_.refcount(b) > 0,
+    check(b >= 0 && b < store_.block_count() && store_.is_page(b) && store_.refcount(b) > 0,
           [&] {
             return fmt::format("pages[{}] ({}) is not a page in use in this cache ({} pages allocated)", i, b, known);
           });
@@ -372,8 +431,8 @@ void KvCache::reserve_slots(KvSequence& s, int64_t main) {
   const KvBlockLayout from = layout(s), to = layout(grown);
   const KvBlockId b = new_block(to);
   if (!s.blocks.empty()) {
-    const std::byte* src = store_.data(s.blocks[0]);
-    std::byte* dst = store_.data(b);
+    const std::byte* src = store_.region(s.blocks[0], 0, from.block_bytes);  // blocks of their own
+    std::byte* dst = store_.region(b, 0, to.block_bytes);
     const int64_t rows = config_.storage == KvStorage::int4 ? s.quantized : s.held;
     const auto copy_params = [&](int64_t from_off, int64_t to_off, int64_t bytes) {
       std::memcpy(dst + to_off, src + from_off, static_cast<size_t>(bytes));
@@ -413,8 +472,8 @@ void KvCache::make_writable(KvSequence& s, int64_t first, int64_t last) {
   for (int64_t p = first / P; p <= (last - 1) / P && p < static_cast<int64_t>(s.blocks.size()); ++p) {
     KvBlockId& b = s.blocks[static_cast<size_t>(p)];
     if (store_.refcount(b) == 1) continue;
-    const KvBlockId copy = store_.allocate(layout_.block_bytes);
-    std::memcpy(store_.data(copy), store_.data(b), static_cast<size_t>(layout_.block_bytes));
+    const KvBlockId copy = store_.allocate_page();
+    store_.copy(copy, b);
     store_.release(b);
     b = copy;
   }
@@ -459,7 +518,7 @@ void KvCache::append(int64_t seq, int64_t tokens) {
     make_writable(s, first_written, main_tokens);
     const size_t before = s.blocks.size();
     try {
-      while (static_cast<int64_t>(s.blocks.size()) < pages) s.blocks.push_back(new_block(layout_));
+      while (static_cast<int64_t>(s.blocks.size()) < pages) s.blocks.push_back(new_page());
     } catch (const Error&) {
       for (size_t i = before; i < s.blocks.size(); ++i) store_.release(s.blocks[i]);
       s.blocks.resize(before);

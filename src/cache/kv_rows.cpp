@@ -14,12 +14,15 @@
 namespace attnkit {
 namespace detail {
 
-KvRegion kv_region(const KvBlockLayout& layout, std::byte* block, int64_t layer, int64_t head, bool key) {
+KvRegion kv_region(const KvBlockLayout& layout, const KvBlockStore& store, KvBlockId b, int64_t layer, int64_t head,
+                   bool key) {
   KvRegion r;
   r.storage = layout.storage;
   r.key = key;
-  r.codes = block + (key ? layout.k_offset(layer, head) : layout.v_offset(layer, head));
-  r.params = block + (key ? layout.k_params(layer, head) : layout.v_params(layer, head));
+  const int64_t offset = key ? layout.k_offset(layer, head) : layout.v_offset(layer, head);
+  // Regions are written through const stores only by KvCache::store, which owns the store.
+  r.codes = const_cast<std::byte*>(store.region(b, offset, key ? layout.k_head_bytes : layout.v_head_bytes));
+  r.params = r.codes + (key ? layout.k_params(layer, head) - offset : layout.v_params(layer, head) - offset);
   r.row_bytes = key ? layout.k_row_bytes : layout.v_row_bytes;
   r.width = key ? layout.k_width : layout.v_width;
   r.slots = layout.slots;
@@ -156,7 +159,7 @@ void KvCache::store(int64_t seq, int64_t layer, const TensorView& k, const Tenso
     rope_row_angles(*config_.rope, dk, cs.data(), cs.data() + half, out);
   };
   const auto region = [&](KvSlot at, int64_t h, bool key) {
-    return detail::kv_region(at.residual ? residual_layout_ : main, store_.data(at.block), layer, h, key);
+    return detail::kv_region(at.residual ? residual_layout_ : main, store_, at.block, layer, h, key);
   };
 
   if (int4) {
@@ -215,16 +218,14 @@ void KvCache::gather(int64_t seq, int64_t layer, const MutTensorView& k, const M
   check_kv_input(v, "v", H, s.held, dv);
   const KvBlockLayout main = layout(s);
   std::vector<float> row(static_cast<size_t>(std::max(dk, dv)));
-  auto* mutable_store = const_cast<KvBlockStore*>(&store_);  // regions are read only here
   for (int64_t i = 0; i < s.held; ++i) {
     const KvSlot at = locate(s, i);
-    std::byte* block = mutable_store->data(at.block);
     const KvBlockLayout& lay = at.residual ? residual_layout_ : main;
     for (int64_t h = 0; h < H; ++h) {
-      detail::decode_kv_row(detail::kv_region(lay, block, layer, h, true), at.slot, row.data());
+      detail::decode_kv_row(detail::kv_region(lay, store_, at.block, layer, h, true), at.slot, row.data());
       if (rope_) rope_row(*rope_, row.data(), dk, rope_position(s, i));
       for (int64_t c = 0; c < dk; ++c) k.set(row[static_cast<size_t>(c)], h, i, c);
-      detail::decode_kv_row(detail::kv_region(lay, block, layer, h, false), at.slot, row.data());
+      detail::decode_kv_row(detail::kv_region(lay, store_, at.block, layer, h, false), at.slot, row.data());
       for (int64_t c = 0; c < dv; ++c) v.set(row[static_cast<size_t>(c)], h, i, c);
     }
   }

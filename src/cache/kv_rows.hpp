@@ -21,7 +21,9 @@ struct KvRegion {
   int64_t row_bytes, width, slots, group;
 };
 
-KvRegion kv_region(const KvBlockLayout& layout, std::byte* block, int64_t layer, int64_t head, bool key);
+// The region of head `head`'s K (key) or V rows of `layer` in block b of the store.
+KvRegion kv_region(const KvBlockLayout& layout, const KvBlockStore& store, KvBlockId b, int64_t layer, int64_t head,
+                   bool key);
 
 // Dequantises row r into out: [width] f32 (f32 / bf16 / f16 convert exactly).
 void decode_kv_row(const KvRegion& region, int64_t r, float* out);

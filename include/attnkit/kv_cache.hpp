@@ -140,14 +140,16 @@ struct KvBlockLayout {
   }
   int64_t k_params(int64_t layer, int64_t head) const { return k_offset(layer, head) + slots * k_row_bytes; }
   int64_t v_params(int64_t layer, int64_t head) const { return v_offset(layer, head) + slots * v_row_bytes; }
-  std::vector<int64_t> regions() const;  // the sizes of the block's regions, in order
+  // The sizes of the block's regions, in order: per layer, per head, K codes then K
+  // parameters (0 bytes for f32 / bf16 / f16), then the same for V.
+  std::vector<int64_t> regions() const;
 };
 
 using KvBlockId = int32_t;
 
-// Reference-counted blocks of bytes. A block is a sequence of regions (KvBlockLayout: one
-// per layer, K / V and head), and every access goes through region(): the store decides
-// where a region lies. Pages (the paged layout's blocks, all of one layout) are pooled:
+// Reference-counted blocks of bytes. A block is a sequence of regions (KvBlockLayout: the
+// codes and the parameters of one layer's K or V rows of one head), and every access goes
+// through region(): the store decides where a region lies. Pages (the paged layout's blocks, all of one layout) are pooled:
 // release() of the last reference returns a page to a free list, other blocks are freed
 // at once.
 //
@@ -156,8 +158,10 @@ using KvBlockId = int32_t;
 // consecutive pages are usually consecutive in a slab, so each head's K (or V) rows of a
 // decode step stream through long runs of memory as in a contiguous cache, instead of one
 // short region per page (4 KiB at page 16, d = 128, bf16) followed by a jump over every
-// other head's. Slabs hold enough pages for runs of >= 64 KiB, rounded up to whole 2 MiB
-// huge pages; the unused rest of the last slab is in bytes_reserved(), not bytes_allocated().
+// other head's. Codes and parameters (int8 scales) are separate regions, so that a page's
+// parameters do not shift the next page's rows off cache-line alignment. Slabs hold enough
+// pages for runs of the largest region of >= 64 KiB, rounded up to whole 2 MiB huge pages;
+// the unused rest of the last slab is in bytes_reserved(), not bytes_allocated().
 class KvBlockStore {
  public:
   // page_regions: the sizes, in order, of the regions a page is made of (empty: no pages);

@@ -109,9 +109,10 @@ KvBlockLayout::KvBlockLayout(KvStorage storage_, int64_t slots_, const KvCacheCo
 
 std::vector<int64_t> KvBlockLayout::regions() const {
   std::vector<int64_t> r;
+  const int64_t k_codes = slots * k_row_bytes, v_codes = slots * v_row_bytes;
   for (int64_t l = 0; l < layers; ++l) {
-    r.insert(r.end(), static_cast<size_t>(heads), k_head_bytes);
-    r.insert(r.end(), static_cast<size_t>(heads), v_head_bytes);
+    for (int64_t h = 0; h < heads; ++h) r.insert(r.end(), {k_codes, k_head_bytes - k_codes});
+    for (int64_t h = 0; h < heads; ++h) r.insert(r.end(), {v_codes, v_head_bytes - v_codes});
   }
   return r;
 }
@@ -121,8 +122,9 @@ std::vector<int64_t> KvBlockLayout::regions() const {
 namespace {
 
 constexpr int64_t kHugePage = int64_t{2} << 20;
-// Pages per slab are chosen so that each region's run through the slab is at least this
-// long: past it, streaming one run then jumping to the next is as fast as one stream.
+// Pages per slab are chosen so that the largest region's run through the slab (rows of one
+// head) is at least this long: past it, streaming one run then jumping to the next is as
+// fast as one stream.
 constexpr int64_t kSlabRunBytes = int64_t{64} << 10;
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
@@ -153,19 +155,19 @@ void KvBlockStore::FreeBytes::operator()(std::byte* p) const { std::free(p); }
 
 KvBlockStore::KvBlockStore(std::vector<int64_t> page_regions, int64_t max_pages)
     : page_regions_(std::move(page_regions)), max_pages_(max_pages) {
-  int64_t smallest = 0;
+  int64_t largest = 0;
   for (int64_t r : page_regions_) {
     page_bytes_ = detail::checked_add(page_bytes_, r, "KV page bytes", "region");
-    if (r > 0) smallest = smallest > 0 ? std::min(smallest, r) : r;
+    largest = std::max(largest, r);
   }
   if (page_regions_.empty()) return;
-  if (smallest == 0 || page_bytes_ == 0) {
+  if (largest == 0) {
     slab_pages_ = 1;
     slab_bytes_ = page_bytes_;
     return;
   }
   // Runs of >= kSlabRunBytes, then as many more pages as the slab's last huge page holds.
-  const int64_t runs = (kSlabRunBytes + smallest - 1) / smallest;
+  const int64_t runs = (kSlabRunBytes + largest - 1) / largest;
   const int64_t slab = round_up(detail::checked_mul(runs, page_bytes_, "KV slab bytes", "page bytes"), kHugePage);
   slab_pages_ = std::max<int64_t>(1, slab / page_bytes_);
   slab_bytes_ = std::max(slab, page_bytes_);

@@ -19,10 +19,12 @@ KvRegion kv_region(const KvBlockLayout& layout, const KvBlockStore& store, KvBlo
   KvRegion r;
   r.storage = layout.storage;
   r.key = key;
-  const int64_t offset = key ? layout.k_offset(layer, head) : layout.v_offset(layer, head);
+  const int64_t codes = key ? layout.k_offset(layer, head) : layout.v_offset(layer, head);
+  const int64_t params = key ? layout.k_params(layer, head) : layout.v_params(layer, head);
+  const int64_t bytes = key ? layout.k_head_bytes : layout.v_head_bytes;  // codes + params
   // Regions are written through const stores only by KvCache::store, which owns the store.
-  r.codes = const_cast<std::byte*>(store.region(b, offset, key ? layout.k_head_bytes : layout.v_head_bytes));
-  r.params = r.codes + (key ? layout.k_params(layer, head) - offset : layout.v_params(layer, head) - offset);
+  r.codes = const_cast<std::byte*>(store.region(b, codes, params - codes));
+  r.params = const_cast<std::byte*>(store.region(b, params, codes + bytes - params));
   r.row_bytes = key ? layout.k_row_bytes : layout.v_row_bytes;
   r.width = key ? layout.k_width : layout.v_width;
   r.slots = layout.slots;

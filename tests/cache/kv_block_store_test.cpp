@@ -15,7 +15,7 @@
 namespace attnkit {
 namespace {
 
-const std::vector<int64_t> kRegions = {96, 320, 96, 40};  // a page of 552 bytes
+const std::vector<int64_t> kRegions = {96, 0, 320, 96, 40};  // a page of 552 bytes; 0: bf16 parameters
 constexpr int64_t kPageBytes = 552;
 
 int64_t region_offset(size_t r) {
@@ -48,7 +48,7 @@ bool all_zero(KvBlockStore& st, KvBlockId b) {
 
 TEST(KvBlockStore, PagesOfASlabAreRegionMajor) {
   KvBlockStore st(kRegions, 0);
-  // Runs of >= 64 KiB for the smallest region (40 bytes) need 1639 pages; the slab is then
+  // Runs of >= 64 KiB for the largest region (320 bytes) need 205 pages; the slab is then
   // rounded up to a whole 2 MiB and filled with as many pages as fit.
   EXPECT_EQ(st.slab_pages(), (int64_t{2} << 20) / kPageBytes);
   const KvBlockId a = st.allocate_page(), b = st.allocate_page(), c = st.allocate_page();

@@ -120,7 +120,12 @@ class TileStep {
  public:
   TileStep(const KvCache& cache, const Plan& p, const Kernels& k, int64_t layer, int64_t h, const KvSequence& s,
            Scratch& w)
-      : cache_(cache), p_(p), k_(k), layer_(layer), h_(h), s_(s), main_(cache.layout(s)), w_(w) {
+      : cache_(cache), p_(p), k_(k), s_(s), w_(w) {
+    const KvBlockLayout main = cache.layout(s);
+    for (int key = 0; key < 2; ++key) {
+      main_[key] = detail::kv_region_place(main, layer, h, key == 0);
+      residual_[key] = detail::kv_region_place(cache.residual_layout(), layer, h, key == 0);
+    }
     w_.rows[0].lo = w_.rows[1].lo = -1;
   }
 
@@ -194,9 +199,9 @@ class TileStep {
     for (int64_t i = tile.lo, j = 0; i < tile.hi;) {
       const KvSlot at = cache_.locate(s_, i);
       const int64_t run = cache_.run_length(s_, i, tile.hi - i);
-      const KvBlockLayout& lay = at.residual ? cache_.residual_layout() : main_;
-      const detail::KvRegion kreg = detail::kv_region(lay, cache_.storage(), at.block, layer_, h_, true);
-      const detail::KvRegion vreg = detail::kv_region(lay, cache_.storage(), at.block, layer_, h_, false);
+      const detail::KvRegionPlace* place = at.residual ? residual_ : main_;
+      const detail::KvRegion kreg = detail::kv_region_at(place[0], cache_.storage(), at.block);
+      const detail::KvRegion vreg = detail::kv_region_at(place[1], cache_.storage(), at.block);
       r.fast = k_.stored && !at.residual;  // uniform over a tile: tiles are cut at the int4 boundary
       r.storage = kreg.storage;
       r.group = kreg.group;
@@ -295,9 +300,8 @@ class TileStep {
   const KvCache& cache_;
   const Plan& p_;
   const Kernels& k_;
-  int64_t layer_, h_;
   const KvSequence& s_;
-  KvBlockLayout main_;
+  detail::KvRegionPlace main_[2], residual_[2];  // [K, V] of this layer and head
   Scratch& w_;
   Ahead kahead_, vahead_;
 };

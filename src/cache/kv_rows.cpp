@@ -14,22 +14,21 @@
 namespace attnkit {
 namespace detail {
 
-KvRegion kv_region(const KvBlockLayout& layout, const KvBlockStore& store, KvBlockId b, int64_t layer, int64_t head,
-                   bool key) {
-  KvRegion r;
+KvRegionPlace kv_region_place(const KvBlockLayout& layout, int64_t layer, int64_t head, bool key) {
+  KvRegionPlace p;
+  KvRegion& r = p.shape;
   r.storage = layout.storage;
   r.key = key;
-  const int64_t codes = key ? layout.k_offset(layer, head) : layout.v_offset(layer, head);
-  const int64_t params = key ? layout.k_params(layer, head) : layout.v_params(layer, head);
-  const int64_t bytes = key ? layout.k_head_bytes : layout.v_head_bytes;  // codes + params
-  // Regions are written through const stores only by KvCache::store, which owns the store.
-  r.codes = const_cast<std::byte*>(store.region(b, codes, params - codes));
-  r.params = const_cast<std::byte*>(store.region(b, params, codes + bytes - params));
+  r.codes = r.params = nullptr;
   r.row_bytes = key ? layout.k_row_bytes : layout.v_row_bytes;
   r.width = key ? layout.k_width : layout.v_width;
   r.slots = layout.slots;
   r.group = layout.group;
-  return r;
+  p.codes_offset = key ? layout.k_offset(layer, head) : layout.v_offset(layer, head);
+  p.params_offset = key ? layout.k_params(layer, head) : layout.v_params(layer, head);
+  p.codes_bytes = p.params_offset - p.codes_offset;
+  p.params_bytes = p.codes_offset + (key ? layout.k_head_bytes : layout.v_head_bytes) - p.params_offset;
+  return p;
 }
 
 namespace {

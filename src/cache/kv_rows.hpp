@@ -21,9 +21,28 @@ struct KvRegion {
   int64_t row_bytes, width, slots, group;
 };
 
+// Where head `head`'s K (key) or V rows of `layer` lie in any block of a layout: the
+// region's shape and its codes' and parameters' places in the layout. Computed once, then
+// placed in each block a reader visits.
+struct KvRegionPlace {
+  KvRegion shape;  // codes / params null
+  int64_t codes_offset, codes_bytes, params_offset, params_bytes;
+};
+KvRegionPlace kv_region_place(const KvBlockLayout& layout, int64_t layer, int64_t head, bool key);
+
+inline KvRegion kv_region_at(const KvRegionPlace& p, const KvBlockStore& store, KvBlockId b) {
+  KvRegion r = p.shape;
+  // Regions are written through const stores only by KvCache::store, which owns the store.
+  r.codes = const_cast<std::byte*>(store.region(b, p.codes_offset, p.codes_bytes));
+  r.params = const_cast<std::byte*>(store.region(b, p.params_offset, p.params_bytes));
+  return r;
+}
+
 // The region of head `head`'s K (key) or V rows of `layer` in block b of the store.
-KvRegion kv_region(const KvBlockLayout& layout, const KvBlockStore& store, KvBlockId b, int64_t layer, int64_t head,
-                   bool key);
+inline KvRegion kv_region(const KvBlockLayout& layout, const KvBlockStore& store, KvBlockId b, int64_t layer,
+                          int64_t head, bool key) {
+  return kv_region_at(kv_region_place(layout, layer, head, key), store, b);
+}
 
 // Dequantises row r into out: [width] f32 (f32 / bf16 / f16 convert exactly).
 void decode_kv_row(const KvRegion& region, int64_t r, float* out);

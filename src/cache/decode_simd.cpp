@@ -200,7 +200,9 @@ void SoftmaxTile(float* s, int64_t rows, int64_t n, const SoftmaxParams& prm, co
       hn::StoreU(p, d, x + j);
       sum = hn::Add(sum, p);
     }
-    alpha[r] = m[r] == kNegInf ? 0.0f : std::exp(m[r] - m_new);
+    // Past the first tiles the running max rarely moves: no exponential then (alpha = 1
+    // also lets RescaleRows skip the row).
+    alpha[r] = m[r] == m_new ? 1.0f : m[r] == kNegInf ? 0.0f : std::exp(m[r] - m_new);
     l[r] = l[r] * alpha[r] + hn::GetLane(hn::SumOfLanes(d, sum));
     m[r] = m_new;
   }

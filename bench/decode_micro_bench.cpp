@@ -166,7 +166,7 @@ const Ring& ring_for(Format f, int64_t ring_mib) {
 struct Operands {
   std::vector<uint16_t> qb = std::vector<uint16_t>(kRows * kD);
   std::vector<float> q = std::vector<float>(kRows * kD);
-  std::vector<int16_t> q16 = std::vector<int16_t>(kRows * kD);
+  std::vector<int8_t> q8 = std::vector<int8_t>(kRows * kD);
   std::vector<float> qs = std::vector<float>(kRows);
   std::vector<float> p = std::vector<float>(kRows * kN);
   std::vector<float> s = std::vector<float>(kRows * kN);
@@ -176,7 +176,7 @@ struct Operands {
     std::normal_distribution<float> nd;
     std::uniform_real_distribution<float> ud(0, 1);
     for (size_t i = 0; i < q.size(); ++i) q[i] = nd(rng), qb[i] = float_to_bf16(q[i]);
-    quantize_q16(q.data(), kRows, kD, q16_limit(kD, 127), q16.data(), qs.data());
+    quantize_q8(q.data(), kRows, kD, q8.data(), qs.data());
     for (float& v : p) v = ud(rng);
   }
 };
@@ -214,10 +214,10 @@ void run_tile(const Ring& ring, int64_t t, Operands& o, bool simd) {
       const float* ks = &ring.k8s[t * kN];
       const float* vs = &ring.v8s[t * kN];
       if (simd) {
-        scores_int8_avx512(o.q16.data(), o.qs.data(), kRows, kD, k, ks, kN, o.s.data(), ka);
+        scores_int8_avx512(o.q8.data(), o.qs.data(), kRows, kD, k, ks, kN, o.s.data(), ka);
         pv_int8_avx512(o.p.data(), kRows, v, vs, kN, kD, o.acc.data(), va);
       } else {
-        scores_int8_ref(o.q16.data(), o.qs.data(), kRows, kD, k, ks, kN, o.s.data());
+        scores_int8_ref(o.q8.data(), o.qs.data(), kRows, kD, k, ks, kN, o.s.data());
         pv_int8_ref(o.p.data(), kRows, v, vs, kN, kD, o.acc.data());
       }
       break;

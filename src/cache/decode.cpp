@@ -60,7 +60,7 @@ struct TileRows {
 struct Scratch {
   std::vector<float> q, s, bias, acc, m, l, alpha, ktile, vtile, angles, qs;
   std::vector<uint16_t> qb;
-  std::vector<int16_t> q16;
+  std::vector<int8_t> q8;
   TileRows rows[2];  // the current tile's rows, and the next one's
   int cur = 0;
 
@@ -77,7 +77,7 @@ struct Scratch {
     z(vtile, kTileKeys * p.dv);
     z(angles, p.dk);
     qb.assign(static_cast<size_t>(p.rows * p.dk), 0);
-    q16.assign(static_cast<size_t>(p.rows * p.dk), 0);
+    q8.assign(static_cast<size_t>(p.rows * p.dk), 0);
     z(qs, p.rows);
   }
 };
@@ -111,7 +111,7 @@ void prepare_queries(const KvCache& cache, const Plan& p, const TensorView& q, i
   if (tile_format == KvStorage::bf16)
     for (size_t i = 0; i < w.q.size(); ++i) w.qb[i] = float_to_bf16(w.q[i]);
   if (tile_format == KvStorage::int8)
-    quantize_q16(w.q.data(), p.rows, p.dk, q16_limit(p.dk, 127), w.q16.data(), w.qs.data());
+    quantize_q8(w.q.data(), p.rows, p.dk, w.q8.data(), w.qs.data());
 }
 
 // The tile step for one format: S = Q K^T into w.s, then (after the softmax) O += P V. The
@@ -147,7 +147,7 @@ class TileStep {
         scores_bf16_avx512(w_.qb.data(), p_.rows, p_.dk, rows(r.krows, kU16), r.n, s, kahead_);
         break;
       case KvStorage::int8:
-        scores_int8_avx512(w_.q16.data(), w_.qs.data(), p_.rows, p_.dk, rows(r.krows, kI8), r.kscale, r.n, s,
+        scores_int8_avx512(w_.q8.data(), w_.qs.data(), p_.rows, p_.dk, rows(r.krows, kI8), r.kscale, r.n, s,
                            kahead_);
         break;
       case KvStorage::int4:

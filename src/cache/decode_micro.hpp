@@ -14,8 +14,8 @@
 // No softmax scale is applied here (the driver scales s).
 //
 // Two implementations per product: a plain-loop reference (any CPU, any width; the oracle
-// of the tests) and an AVX-512 one (avx512f/bw/vnni/bf16: vdpbf16ps for bf16, vpdpwssd for
-// int8 and int4) used when avx512_available() and avx512_supports(...) hold. The AVX-512
+// of the tests) and an AVX-512 one (avx512f/bw/vnni/bf16: vdpbf16ps for bf16, vpdpbusd for
+// int8 keys, vpdpwssd for int8 values and int4) used when avx512_available() and avx512_supports(...) hold. The AVX-512
 // kernels may round operands as documented per function; the reference computes with the
 // same rounded operands so the two agree to f32 summation-order error.
 #pragma once
@@ -45,8 +45,14 @@ void pv_bf16_ref(const float* p, int64_t rows, const uint16_t* const* vrows, int
 
 // ---- int8 storage: k_j = kscale[j] * codes_j, codes in [-127, 127] ----
 
-// s[r][j] = qs[r] * kscale[j] * sum_c q16[r][c] * kcode_j[c] (exact integer dot product).
-void scores_int8_ref(const int16_t* q16, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
+// q: [rows][dk] f32 -> q8: [rows][dk] int8, qs: [rows] f32: quantize_q16 with limit 127.
+// Queries are rounded to int8, not int16, for the keys' dot products: a byte times a byte
+// is what vpdpbusd multiplies 64 of at once (twice vpdpwssd's 32), with no widening of the
+// key codes; it adds an error of the size the int8 keys already carry (as llama.cpp's q8_0
+// activations do).
+void quantize_q8(const float* q, int64_t rows, int64_t dk, int8_t* q8, float* qs);
+// s[r][j] = qs[r] * kscale[j] * sum_c q8[r][c] * kcode_j[c] (exact integer dot product).
+void scores_int8_ref(const int8_t* q8, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
                      const float* kscale, int64_t n, float* s);
 // acc[r][c] += sum_j w[r][j] * vcode_j[c], where w[r][j] = p[r][j] * vscale[j] is rounded
 // to int16 per (row, tile): w ~= ws[r] * w16[r][j], ws[r] = max_j w[r][j] / 32767.
@@ -88,7 +94,7 @@ void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint1
                         float* s, const Ahead& ahead = {});
 void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc,
                     const Ahead& ahead = {});
-void scores_int8_avx512(const int16_t* q16, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
+void scores_int8_avx512(const int8_t* q8, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
                         const float* kscale, int64_t n, float* s, const Ahead& ahead = {});
 void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n,
                     int64_t dv, float* acc, const Ahead& ahead = {});

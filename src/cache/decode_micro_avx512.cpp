@@ -1,7 +1,8 @@
 // AVX-512 tile micro-kernels of the decode kernel (decode_micro.hpp), scores part; pv is in
 // decode_micro_avx512_pv.cpp. Intrinsics, not Highway: Debian's Highway 1.0.3 has neither
 // vdpbf16ps nor the VNNI dot products, and these kernels are built around them (vdpbf16ps
-// for bf16, vpdpwssd for int8 / int4 codes widened to int16). Every kernel is compiled for
+// for bf16, vpdpbusd for int8 keys against int8 queries, vpdpwssd for int4 codes widened to
+// int16). Every kernel is compiled for
 // AVX-512 through a target attribute and is called only after avx512_available(), so the
 // library still builds for, and runs on, any x86-64; elsewhere the kernels throw.
 //
@@ -138,37 +139,60 @@ ATTNKIT_AVX512 void scores_bf16_rows(const uint16_t* q, int64_t dk, const uint16
 
 // ---- scores: int8 ----
 
+// vpdpbusd multiplies unsigned by signed bytes: the key codes, in [-127, 127], become
+// unsigned as code + 128 (one xor), and 128 * sum_c q8[r][c] is taken off each row's sums.
+ATTNKIT_AVX512_INLINE __m512 dpbusd(__m512 acc, __m512i u8, __m512i s8) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));  // inline asm: see dpwssd
+  return acc;
+}
+
+// Bytes [c, c + 64) of a row, or its last 32 zero-extended (dk is a multiple of 32).
+ATTNKIT_AVX512_INLINE __m512i load_bytes(const int8_t* row, int64_t c, int64_t dk) {
+  return c + 64 <= dk ? _mm512_loadu_si512(row + c)
+                      : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c)));
+}
+
 template <int R, int KB>
-ATTNKIT_AVX512_INLINE void scores_int8_block(const int16_t* q16, const float* qs, int64_t dk, const int8_t* const* k,
-                                             const float* kscale, float* s, int64_t j0, int64_t keys) {
+ATTNKIT_AVX512_INLINE void scores_int8_block(const int8_t* q8, __m512 row_scale, __m512i row_offset, int64_t dk,
+                                             const int8_t* const* k, const float* kscale, float* s, int64_t j0,
+                                             int64_t keys) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 acc[16];
   for (__m512& a : acc) a = _mm512_setzero_ps();
-  for (int64_t c = 0; c < dk; c += 32) {
+  for (int64_t c = 0; c < dk; c += 64) {
     __m512i qc[R];
-    for (int r = 0; r < R; ++r) qc[r] = _mm512_loadu_si512(q16 + r * dk + c);
+    for (int r = 0; r < R; ++r) qc[r] = load_bytes(q8 + r * dk, c, dk);  // zero past dk
     for (int j = 0; j < KB; ++j) {
-      const __m512i kc = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k[j] + c)));
-      for (int r = 0; r < R; ++r) acc[r * KB + j] = dpwssd(acc[r * KB + j], qc[r], kc);
+      const __m512i kc = _mm512_xor_si512(load_bytes(k[j], c, dk), flip);
+      for (int r = 0; r < R; ++r) acc[r * KB + j] = dpbusd(acc[r * KB + j], kc, qc[r]);
     }
   }
-  const __m512 dot = _mm512_cvtepi32_ps(_mm512_castps_si512(sum16<true>(acc)));
-  const __m512 row_scale =
-      _mm512_permutexvar_ps(_mm512_loadu_si512(kLaneRow<KB>.data()), _mm512_maskz_loadu_ps(first_lanes(R), qs));
+  const __m512i sums = _mm512_sub_epi32(_mm512_castps_si512(sum16<true>(acc)), row_offset);
   const __m512 key_scale = _mm512_permutexvar_ps(_mm512_loadu_si512(kLaneKey<KB>.data()),
                                                  _mm512_maskz_loadu_ps(first_lanes(keys), kscale + j0));
-  store_scores<R, KB>(_mm512_mul_ps(_mm512_mul_ps(row_scale, key_scale), dot), s, j0, keys);
+  store_scores<R, KB>(_mm512_mul_ps(_mm512_mul_ps(row_scale, key_scale), _mm512_cvtepi32_ps(sums)), s, j0, keys);
 }
 
 template <int R>
-ATTNKIT_AVX512 void scores_int8_rows(const int16_t* q16, const float* qs, int64_t dk, const int8_t* const* krows,
+ATTNKIT_AVX512 void scores_int8_rows(const int8_t* q8, const float* qs, int64_t dk, const int8_t* const* krows,
                                      const float* kscale, int64_t n, float* s, const Ahead& ahead) {
   constexpr int KB = 16 / R;
+  // Per lane r * KB + j: the row's scale, and 128 * sum_c q8[r][c].
+  alignas(64) int32_t offset[16] = {};
+  for (int r = 0; r < R; ++r) {
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t c = 0; c < dk; c += 64) sum = dpbusd(sum, _mm512_set1_epi8(1), load_bytes(q8 + r * dk, c, dk));
+    offset[r] = 128 * _mm512_reduce_add_epi32(_mm512_castps_si512(sum));
+  }
+  const __m512i lane_row = _mm512_loadu_si512(kLaneRow<KB>.data());
+  const __m512i row_offset = _mm512_permutexvar_epi32(lane_row, _mm512_load_si512(offset));
+  const __m512 row_scale = _mm512_permutexvar_ps(lane_row, _mm512_maskz_loadu_ps(first_lanes(R), qs));
   const int8_t* k[KB];
   for (int64_t j0 = 0; j0 < n; j0 += KB) {
     const int64_t keys = std::min<int64_t>(KB, n - j0);
     prefetch_ahead(ahead, j0, KB, n, dk);
     for (int j = 0; j < KB; ++j) k[j] = j < keys ? krows[j0 + j] : zero_row<int8_t>();
-    scores_int8_block<R, KB>(q16, qs, dk, k, kscale, s, j0, keys);
+    scores_int8_block<R, KB>(q8, row_scale, row_offset, dk, k, kscale, s, j0, keys);
   }
 }
 
@@ -403,10 +427,10 @@ void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint1
   });
 }
 
-void scores_int8_avx512(const int16_t* q16, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
+void scores_int8_avx512(const int8_t* q8, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
                         const float* kscale, int64_t n, float* s, const Ahead& ahead) {
   for_row_blocks(rows, [&]<int R>(int64_t r0) {
-    scores_int8_rows<R>(q16 + r0 * dk, qs + r0, dk, krows, kscale, n, s + r0 * kTileKeys, r0 == 0 ? ahead : Ahead{});
+    scores_int8_rows<R>(q8 + r0 * dk, qs + r0, dk, krows, kscale, n, s + r0 * kTileKeys, r0 == 0 ? ahead : Ahead{});
   });
 }
 
@@ -435,7 +459,7 @@ void scores_bf16_avx512(const uint16_t*, int64_t, int64_t, const uint16_t* const
 void pv_bf16_avx512(const float*, int64_t, const uint16_t* const*, int64_t, int64_t, float*, const Ahead&) {
   unavailable();
 }
-void scores_int8_avx512(const int16_t*, const float*, int64_t, int64_t, const int8_t* const*, const float*, int64_t,
+void scores_int8_avx512(const int8_t*, const float*, int64_t, int64_t, const int8_t* const*, const float*, int64_t,
                         float*, const Ahead&) {
   unavailable();
 }

@@ -4,12 +4,12 @@
 // Accumulation: sums run in f64 (products of bf16 values, of f16 parameters and f32
 // operands are exact or nearly so there) and each output is rounded to f32 once; integer
 // dot products are exact (int64). So a reference's only deviations from the dequantised
-// math are the documented operand roundings (bf16 p, int16 q and weights) and that one
+// math are the documented operand roundings (bf16 p, int8 / int16 q, int16 weights) and that one
 // final f32 rounding. The AVX-512 kernels round the same operands bit for bit and differ
 // only by f32 summation order.
 //
-// The int16 rounding (quantize_q16, the int4 key operand, the pv weights) is one routine,
-// round_int16: for a vector x with m = max |x|, inv = limit / m and scale = m / limit (both
+// The integer rounding (quantize_q16, quantize_q8, the int4 key operand, the pv weights) is
+// one routine, round_int16: for a vector x with m = max |x|, inv = limit / m and scale = m / limit (both
 // f32 divisions), x16 = nearbyint(x * inv) (f32 product, round half to even). Since
 // |x * inv| <= limit * (1 + 2^-23) < limit + 1/2, |x16| <= limit without clamping, and
 // |x - scale * x16| <= scale / 2 + 3 * 2^-24 * |x| (to first order in 2^-24).
@@ -73,6 +73,14 @@ void quantize_q16(const float* q, int64_t rows, int64_t dk, int32_t limit, int16
   for (int64_t r = 0; r < rows; ++r) qs[r] = round_int16(q + r * dk, dk, limit, q16 + r * dk);
 }
 
+void quantize_q8(const float* q, int64_t rows, int64_t dk, int8_t* q8, float* qs) {
+  std::vector<int16_t> q16(static_cast<size_t>(dk));
+  for (int64_t r = 0; r < rows; ++r) {
+    qs[r] = round_int16(q + r * dk, dk, 127, q16.data());
+    for (int64_t c = 0; c < dk; ++c) q8[r * dk + c] = static_cast<int8_t>(q16[static_cast<size_t>(c)]);
+  }
+}
+
 // ---- bf16 ----
 
 void scores_bf16_ref(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n, float* s) {
@@ -101,10 +109,10 @@ void pv_bf16_ref(const float* p, int64_t rows, const uint16_t* const* vrows, int
 
 // ---- int8 ----
 
-void scores_int8_ref(const int16_t* q16, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
+void scores_int8_ref(const int8_t* q8, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
                      const float* kscale, int64_t n, float* s) {
   for (int64_t r = 0; r < rows; ++r) {
-    const int16_t* qr = q16 + r * dk;
+    const int8_t* qr = q8 + r * dk;
     for (int64_t j = 0; j < n; ++j) {
       int64_t dot = 0;
       for (int64_t c = 0; c < dk; ++c) dot += int64_t{qr[c]} * krows[j][c];

@@ -180,6 +180,26 @@ TEST(DecodeMicroQ16, ZeroTinyAndNonFiniteRows) {
   for (int16_t v : q16) EXPECT_EQ(v, 0);
 }
 
+// quantize_q8 is quantize_q16 with limit 127, narrowed: same scales, same values.
+TEST(DecodeMicroQ16, Q8IsQ16AtLimit127) {
+  Rng rng(8);
+  for (int64_t dk : {1, 32, 100, 1024}) {
+    const int64_t rows = 3;
+    std::vector<float> q = rng.normals(rows * dk, 0, 3);
+    q[1] = std::numeric_limits<float>::quiet_NaN();  // row 0 poisoned: scale NaN, codes 0
+    std::vector<int16_t> q16(q.size());
+    std::vector<int8_t> q8(q.size(), 99);
+    std::vector<float> qs16(rows), qs8(rows);
+    quantize_q16(q.data(), rows, dk, 127, q16.data(), qs16.data());
+    quantize_q8(q.data(), rows, dk, q8.data(), qs8.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      if (std::isnan(qs16[r])) EXPECT_TRUE(std::isnan(qs8[r]));
+      else EXPECT_EQ(qs8[r], qs16[r]);
+    }
+    for (size_t i = 0; i < q.size(); ++i) ASSERT_EQ(int{q8[i]}, int{q16[i]}) << dk << " " << i;
+  }
+}
+
 TEST(DecodeMicroQ16, SupportedWidths) {
   EXPECT_TRUE(avx512_supports(128, 128, 32));
   EXPECT_TRUE(avx512_supports(96, 1024, 16));
@@ -303,16 +323,16 @@ TEST(DecodeMicroScores, Int8) {
         const std::string name = case_name(rows, n, dk);
         Rng rng(seed_of(3, rows, n, dk));
         const std::vector<float> q = rng.normals(rows * dk);
-        std::vector<int16_t> q16(q.size());
+        std::vector<int8_t> q8(q.size());
         std::vector<float> qs(static_cast<size_t>(rows));
-        quantize_q16(q.data(), rows, dk, q16_limit(dk, 127), q16.data(), qs.data());
+        quantize_q8(q.data(), rows, dk, q8.data(), qs.data());
         const Int8Rows k = int8_rows(rng, n, dk);
         RowPool scale_pool;  // the scales end where the tile does
         const float* kscale = n ? scale_pool.add(k.scale, 0) : nullptr;
         std::vector<float> ref = scores_buffer(rows), simd = scores_buffer(rows);
-        scores_int8_ref(q16.data(), qs.data(), rows, dk, k.rows.data(), kscale, n, ref.data());
+        scores_int8_ref(q8.data(), qs.data(), rows, dk, k.rows.data(), kscale, n, ref.data());
         const bool simd_ok = avx512_available();
-        if (simd_ok) scores_int8_avx512(q16.data(), qs.data(), rows, dk, k.rows.data(), kscale, n, simd.data());
+        if (simd_ok) scores_int8_avx512(q8.data(), qs.data(), rows, dk, k.rows.data(), kscale, n, simd.data());
         ASSERT_TRUE(untouched_past_n(ref, rows, n, name) && (!simd_ok || untouched_past_n(simd, rows, n, name)));
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t j = 0; j < n; ++j) {
@@ -559,19 +579,22 @@ TEST(DecodeMicroPv, Int4ManyGroups) {
 
 // ---- extremes ----
 
-// Every |q16| at the limit against every code at its extreme: the largest int32 dot product
-// the limit allows, which must come out exact.
+// Every |q8| at 127 against every code at its extreme (keys of +127 and of -127, which the
+// AVX-512 kernel offsets to 255 and 1): the largest int32 dot products, which must come out
+// exact; the same for int4 codes against the int16 limit.
 TEST(DecodeMicroExtremes, WorstCaseDotProductsDoNotOverflow) {
   constexpr int64_t dk = 1024, n = 5, rows = 2;
   std::vector<float> q(rows * dk, 1.0f);
   std::fill(q.begin() + dk, q.end(), -1.0f);
-  std::vector<int16_t> q16(q.size());
+  std::vector<int8_t> q8(q.size());
   float qs[rows];
-  const int32_t limit = q16_limit(dk, 127);
-  quantize_q16(q.data(), rows, dk, limit, q16.data(), qs);
-  ASSERT_EQ(q16[0], limit);
+  quantize_q8(q.data(), rows, dk, q8.data(), qs);
+  ASSERT_EQ(q8[0], 127);
   RowPool pool;
-  std::vector<const int8_t*> k8(n, pool.add(std::vector<int8_t>(dk, 127), 1));
+  const int8_t* plus = pool.add(std::vector<int8_t>(dk, 127), 1);
+  const int8_t* minus = pool.add(std::vector<int8_t>(dk, -127), 1);
+  std::vector<const int8_t*> k8(n);
+  for (int64_t j = 0; j < n; ++j) k8[j] = j % 2 ? minus : plus;
   std::vector<float> kscale(n, 0.5f);
   std::vector<const uint8_t*> k4(n, pool.add(std::vector<uint8_t>(dk / 2, 0xFF), 1));
   const std::vector<uint16_t> ones(dk, float_to_f16(1.0f)), zeros(dk, 0);
@@ -580,15 +603,16 @@ TEST(DecodeMicroExtremes, WorstCaseDotProductsDoNotOverflow) {
     if (simd && !avx512_available()) continue;
     std::vector<float> s8 = scores_buffer(rows), s4 = scores_buffer(rows);
     if (simd) {
-      scores_int8_avx512(q16.data(), qs, rows, dk, k8.data(), kscale.data(), n, s8.data());
+      scores_int8_avx512(q8.data(), qs, rows, dk, k8.data(), kscale.data(), n, s8.data());
       scores_int4_avx512(q.data(), rows, dk, k4.data(), k4s.data(), k4z.data(), n, s4.data());
     } else {
-      scores_int8_ref(q16.data(), qs, rows, dk, k8.data(), kscale.data(), n, s8.data());
+      scores_int8_ref(q8.data(), qs, rows, dk, k8.data(), kscale.data(), n, s8.data());
       scores_int4_ref(q.data(), rows, dk, k4.data(), k4s.data(), k4z.data(), n, s4.data());
     }
     for (int64_t j = 0; j < n; ++j) {
-      EXPECT_NEAR(s8[j], 0.5 * 127 * dk, 5 * kU * 0.5 * 127 * dk) << simd;
-      EXPECT_NEAR(s8[kTileKeys + j], -0.5 * 127 * dk, 5 * kU * 0.5 * 127 * dk) << simd;
+      const double sign = j % 2 ? -1 : 1;
+      EXPECT_NEAR(s8[j], sign * 0.5 * 127 * dk, 5 * kU * 0.5 * 127 * dk) << simd;
+      EXPECT_NEAR(s8[kTileKeys + j], -sign * 0.5 * 127 * dk, 5 * kU * 0.5 * 127 * dk) << simd;
       EXPECT_NEAR(s4[j], 15.0 * dk, 5 * kU * 15 * dk) << simd;
       EXPECT_NEAR(s4[kTileKeys + j], -15.0 * dk, 5 * kU * 15 * dk) << simd;
     }
@@ -604,9 +628,9 @@ TEST(DecodeMicroExtremes, PoisonedParametersComeOutNaN) {
   std::vector<float> kscale = k8.scale;
   kscale[3] = nan;
   const std::vector<float> q = rng.normals(rows * d);
-  std::vector<int16_t> q16(q.size());
+  std::vector<int8_t> q8(q.size());
   float qs[rows];
-  quantize_q16(q.data(), rows, d, q16_limit(d, 127), q16.data(), qs);
+  quantize_q8(q.data(), rows, d, q8.data(), qs);
   Int4Keys k4 = int4_keys(rng, n, d, 2);
   std::vector<uint16_t> poison(d, kKvQuantPoison);
   RowPool pool;
@@ -619,12 +643,12 @@ TEST(DecodeMicroExtremes, PoisonedParametersComeOutNaN) {
     if (simd && !avx512_available()) continue;
     std::vector<float> s8 = scores_buffer(rows), s4 = scores_buffer(rows), o8(rows * d, 0.0f), o4(rows * d, 0.0f);
     if (simd) {
-      scores_int8_avx512(q16.data(), qs, rows, d, k8.rows.data(), kscale.data(), n, s8.data());
+      scores_int8_avx512(q8.data(), qs, rows, d, k8.rows.data(), kscale.data(), n, s8.data());
       scores_int4_avx512(q.data(), rows, d, k4.rows.data(), k4.scale.data(), k4.zero.data(), n, s4.data());
       pv_int8_avx512(p.data(), rows, k8.rows.data(), kscale.data(), n, d, o8.data());
       pv_int4_avx512(p.data(), rows, v4.rows.data(), v4.scale.data(), vzero.data(), G, n, d, o4.data());
     } else {
-      scores_int8_ref(q16.data(), qs, rows, d, k8.rows.data(), kscale.data(), n, s8.data());
+      scores_int8_ref(q8.data(), qs, rows, d, k8.rows.data(), kscale.data(), n, s8.data());
       scores_int4_ref(q.data(), rows, d, k4.rows.data(), k4.scale.data(), k4.zero.data(), n, s4.data());
       pv_int8_ref(p.data(), rows, k8.rows.data(), kscale.data(), n, d, o8.data());
       pv_int4_ref(p.data(), rows, v4.rows.data(), v4.scale.data(), vzero.data(), G, n, d, o4.data());

@@ -46,7 +46,6 @@ using namespace avx512;
 
 constexpr int64_t kMaxSlices = kMaxHeadDim / 64;  // value groups (G >= 16) are weighed four at a time
 constexpr int64_t kQuads = kTileKeys / 4;         // pv handles keys four at a time
-constexpr int64_t kMaxUnits = kMaxHeadDim / 64;   // and channels 64 at a time
 
 // acc + per int32 lane the 4 products of the unsigned bytes of u and the signed bytes of s.
 // Inline assembly, for the reason given at dpwssd (decode_micro_avx512.hpp).
@@ -165,6 +164,18 @@ ATTNKIT_AVX512 void split_queries(const float* q, int64_t dk, KeyOperand& op) {
     }
     op.finite[r] = nonfinite(nan) == 0;
   }
+}
+
+// ws and inv of int16_scale (decode_micro_avx512.hpp) for every lane at once: m = the lane's
+// max, `bad` lanes not finite.
+ATTNKIT_AVX512_INLINE __m512 lane_scales(__m512 m, __mmask16 bad, float limit, __m512* inv) {
+  const __mmask16 nan = bad | nonfinite(m);
+  const __mmask16 big = _mm512_cmp_ps_mask(m, _mm512_set1_ps(kInt16TinyMax), _CMP_GE_OQ);
+  const auto ok = static_cast<__mmask16>(~nan & big);
+  const __m512 lim = _mm512_set1_ps(limit);
+  *inv = _mm512_maskz_div_ps(ok, lim, m);
+  const __m512 qnan = _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN());
+  return _mm512_mask_mov_ps(_mm512_maskz_div_ps(ok, m, lim), nan, qnan);
 }
 
 // Makes op the operand of group (kscale, kzero). Rows run side by side: their max / sum
@@ -378,68 +389,48 @@ ATTNKIT_AVX512 void scores_int4_rows(const float* q, int64_t dk, const uint8_t* 
 
 // ---- pv ----
 
-// The value group of each 16 channels of a row, and per 64-channel unit u the first of the
-// two slices of 4 groups it draws its weights from and where in them (see ValueWeights).
+// The value group of each 16 channels of a row.
 struct ValueLayout {
-  int64_t groups = 0, slices = 0, units = 0;
+  int64_t groups = 0, slices = 0;  // slices of 4 groups
   int32_t group[kMaxHeadDim / 16];
-  int32_t unit_slice[kMaxUnits];
-  alignas(64) int32_t unit_index[kMaxUnits][16];
 };
 
 ValueLayout value_layout(int64_t G, int64_t dv) {
   ValueLayout lay;
   lay.groups = (dv + G - 1) / G;
   lay.slices = (lay.groups + 3) / 4;
-  lay.units = (dv + 63) / 64;
   for (int64_t v = 0, g = 0; v < dv / 16; ++v) {
     if (16 * v >= (g + 1) * G) ++g;  // G >= 16: at most one step per 16 channels
     lay.group[v] = static_cast<int32_t>(g);
-  }
-  for (int64_t u = 0; u < lay.units; ++u) {
-    const int32_t s0 = lay.group[4 * u] / 4;  // a unit spans at most 4 groups: 2 slices
-    lay.unit_slice[u] = s0;
-    for (int i = 0; i < 16; ++i) {
-      const int32_t g = lay.group[std::min<int64_t>(4 * u + i / 4, dv / 16 - 1)];
-      lay.unit_index[u][i] = (g / 4 - s0) * 16 + g % 4 * 4 + i % 4;
-    }
   }
   return lay;
 }
 
 // The weights of a row block of R <= 4 rows: w[r][j][g] = p[r][j] * vscale_j[g] rounded to
 // uint8 per (row, group) over the tile (the reference's round_int, w ~= ws * w8), 4 keys
-// per 32-bit word: word(q, s)[4 g + r], byte b = w8[r][4 q + b][4 s + g]; then, so that the
-// product's loop finds them at fixed offsets from one pointer, per 16 channels v: at
-// unit(q)[4 v + r] the word of their group. ws(s, r)[4 g] and zsum(s, r)[4 g] = sum_j p[r][j]
-// * vzero_j[g] are those of group 4 s + g. Packed at the tile's size, as KeyOperand is.
+// per 32-bit word: word(q)[16 s + 4 g + r], byte b = w8[r][4 q + b][4 s + g]. ws(s, r)[4 g]
+// and zsum(s, r)[4 g] = sum_j p[r][j] * vzero_j[g] are those of group 4 s + g. Packed at
+// the tile's size, as KeyOperand is.
 class ValueWeights {
  public:
   ValueWeights(int64_t n, const ValueLayout& lay)
-      : quads_((n + 3) / 4), slices_(lay.slices), units_(lay.units),
-        f_(kTileKeys * 4), ws_(f_ + 4 * quads_ * 16), zsum_(ws_ + slices_ * 64), word_(zsum_ + slices_ * 64),
-        unit_(word_ + quads_ * slices_ * 16) {}
+      : quads_((n + 3) / 4), slices_(lay.slices), ws_(quads_ * 16), zsum_(ws_ + slices_ * 64),
+        word_(zsum_ + slices_ * 64) {}
 
   int64_t quads() const { return quads_; }
-  // The probabilities of row r, 0 past n.
-  float* p(int r) { return buf_ + r * kTileKeys; }
-  // The f32 weights of row r, quad q of the slice at hand: lane 4 g + b for key 4 q + b.
-  float* f(int r, int64_t q) { return buf_ + f_ + (r * quads_ + q) * 16; }
+  // Scratch of value_weights: the scales of quad q of the slice at hand (see quad_params).
+  float* scale(int64_t q) { return buf_ + q * 16; }
   float* ws(int64_t s, int r) { return buf_ + ws_ + (s * 4 + r) * 16; }
   float* zsum(int64_t s, int r) { return buf_ + zsum_ + (s * 4 + r) * 16; }
-  uint32_t* word(int64_t q, int64_t s) { return words() + word_ + (q * slices_ + s) * 16; }
-  uint32_t* unit(int64_t q) { return words() + unit_ + q * units_ * 16; }
+  uint32_t* word(int64_t q) { return reinterpret_cast<uint32_t*>(buf_ + word_) + q * slices_ * 16; }
   const float* ws(int64_t s, int r) const { return buf_ + ws_ + (s * 4 + r) * 16; }
   const float* zsum(int64_t s, int r) const { return buf_ + zsum_ + (s * 4 + r) * 16; }
-  const uint32_t* unit(int64_t q) const { return words() + unit_ + q * units_ * 16; }
+  const uint32_t* word(int64_t q) const { return reinterpret_cast<const uint32_t*>(buf_ + word_) + q * slices_ * 16; }
 
  private:
-  uint32_t* words() { return reinterpret_cast<uint32_t*>(buf_); }
-  const uint32_t* words() const { return reinterpret_cast<const uint32_t*>(buf_); }
-
-  int64_t quads_, slices_, units_;
-  int64_t f_, ws_, zsum_, word_, unit_;  // offsets in buf_, in 4-byte elements
-  alignas(64) float buf_[kTileKeys * 4 + kQuads * 4 * 16 + kMaxSlices * 128 + kQuads * (kMaxSlices + kMaxUnits) * 16];
+  int64_t quads_, slices_;
+  int64_t ws_, zsum_, word_;  // offsets in buf_, in 4-byte elements
+  alignas(64) float buf_[kQuads * 16 + kMaxSlices * 128 + kQuads * kMaxSlices * 16];
 };
 
 // Lanes 4 g + b of a vector of a key quad's parameters come from lane 4 b + g (key-major).
@@ -468,23 +459,20 @@ ATTNKIT_AVX512_INLINE __m512 quad_params(const uint16_t* const* params, int64_t 
   return _mm512_cvtph_ps(_mm256_permutexvar_epi16(group_major, keys));
 }
 
-// ws and inv of int16_scale (decode_micro_avx512.hpp) for every lane at once: m = the lane's
-// max, `bad` lanes not finite.
-ATTNKIT_AVX512_INLINE __m512 lane_scales(__m512 m, __mmask16 bad, float limit, __m512* inv) {
-  const __mmask16 nan = bad | nonfinite(m);
-  const __mmask16 big = _mm512_cmp_ps_mask(m, _mm512_set1_ps(kInt16TinyMax), _CMP_GE_OQ);
-  const auto ok = static_cast<__mmask16>(~nan & big);
-  const __m512 lim = _mm512_set1_ps(limit);
-  *inv = _mm512_maskz_div_ps(ok, lim, m);
-  const __m512 qnan = _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN());
-  return _mm512_mask_mov_ps(_mm512_maskz_div_ps(ok, m, lim), nan, qnan);
+// p[4 q .. 4 q + 3] in every 128-bit lane (lane 4 g + b: p[4 q + b]), 0 past n.
+ATTNKIT_AVX512_INLINE __m512 quad_p(const float* p, int64_t q, int64_t n) {
+  const __m128 x = 4 * q + 4 <= n ? _mm_loadu_ps(p + 4 * q)
+                                  : _mm_maskz_loadu_ps(static_cast<__mmask8>(first_lanes(n - 4 * q) & 0xF), p + 4 * q);
+  return _mm512_broadcast_f32x4(x);
 }
 
 // The weights of rows r < R for n keys. Per slice of 4 groups, key quads run along the
 // vectors (lane 4 g + b: key 4 q + b, group g of the slice), so that p is a 4-float broadcast
 // and the maxima and zero sums per (row, group) need only an in-lane reduction at the end.
-// The next tile's rows are prefetched here, spread over the quads, rather than in the
-// product's loop, whose general registers are all taken.
+// The weights are computed twice, for the maxima and for the rounding, rather than stored
+// (a 512-bit store takes two cycles on Zen 4, a multiply one). The next tile's rows are
+// prefetched here, spread over the quads, rather than in the product's loop, whose general
+// registers are all taken.
 template <int R>
 ATTNKIT_AVX512 __attribute__((noinline)) void value_weights(const float* p, const uint16_t* const* vscale,
                                                             const uint16_t* const* vzero, int64_t n,
@@ -492,18 +480,13 @@ ATTNKIT_AVX512 __attribute__((noinline)) void value_weights(const float* p, cons
                                                             const Ahead& ahead, int64_t row_bytes) {
   const int64_t quads = w.quads(), slices = lay.slices, groups = lay.groups;
   // Pointers taken up front: every vector store may alias w, whose fields GCC would reload.
-  float* const pz = w.p(0);            // row r at r * kTileKeys
-  float* const f = w.f(0, 0);          // row r, quad q at (r * quads + q) * 16
-  uint32_t* const word = w.word(0, 0);  // quad q, slice s at (q * slices + s) * 16
-  uint32_t* const unit = w.unit(0);     // quad q, unit u at (q * units + u) * 16
+  float* const scales = w.scale(0);   // quad q at q * 16
+  uint32_t* const word = w.word(0);  // quad q, slice s at (q * slices + s) * 16
   __mmask16 row_bad[R];
   for (int r = 0; r < R; ++r) {
     __m512 nan = _mm512_setzero_ps();
-    for (int64_t i = 0; i < kTileKeys; i += 16) {
-      const __m512 x = _mm512_maskz_loadu_ps(first_lanes(n - i), p + r * kTileKeys + i);
-      nan = add_nan_of(nan, x);
-      _mm512_store_ps(pz + r * kTileKeys + i, x);
-    }
+    for (int64_t i = 0; i < kTileKeys; i += 16)
+      nan = add_nan_of(nan, _mm512_maskz_loadu_ps(first_lanes(n - i), p + r * kTileKeys + i));
     row_bad[r] = nonfinite(nan) ? 0xFFFF : 0;
   }
   for (int64_t s = 0; s < slices; ++s) {
@@ -516,14 +499,12 @@ ATTNKIT_AVX512 __attribute__((noinline)) void value_weights(const float* p, cons
       const bool whole = slice_words == 0xF && 4 * q + 4 <= n;
       const __m512 scale = quad_params(vscale, q, s, n, slice_words, whole);
       const __m512 zero = quad_params(vzero, q, s, n, slice_words, whole);
+      _mm512_store_ps(scales + q * 16, scale);
       nan = add_nan_of(nan, scale);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        // Lane 4 g + b: p[r][4 q + b].
-        const __m512 pq = _mm512_broadcast_f32x4(_mm_load_ps(pz + r * kTileKeys + 4 * q));
-        const __m512 x = _mm512_mul_ps(pq, scale);
-        _mm512_store_ps(f + (r * quads + q) * 16, x);
-        mx[r] = _mm512_max_ps(mx[r], x);  // weights are >= 0 (decode_micro.hpp)
+        const __m512 pq = quad_p(p + r * kTileKeys, q, n);
+        mx[r] = _mm512_max_ps(mx[r], _mm512_mul_ps(pq, scale));  // weights are >= 0 (decode_micro.hpp)
         zs[r] = _mm512_fmadd_ps(pq, zero, zs[r]);
       }
     }
@@ -548,27 +529,31 @@ ATTNKIT_AVX512 __attribute__((noinline)) void value_weights(const float* p, cons
       _mm512_store_ps(w.zsum(s, r), z);
     }
     for (int64_t q = 0; q < quads; ++q) {
+      const __m512 scale = _mm512_load_ps(scales + q * 16);
       __m512i x[4];  // rows past R: 0
 #pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r)
-        x[r] = r < R ? _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(f + (r * quads + q) * 16), inv[r]))
-                     : _mm512_setzero_si512();
+      for (int r = 0; r < 4; ++r) {
+        const __m512 wq = r < R ? _mm512_mul_ps(quad_p(p + r * kTileKeys, q, n), scale) : _mm512_setzero_ps();
+        x[r] = _mm512_cvtps_epi32(_mm512_mul_ps(wq, inv[r]));
+      }
       // Byte 16 g + 4 r + b of the packs: lane 4 g + b of row r (saturation keeps 0 .. 255,
       // which a weight >= 0 never leaves), i.e. word 4 g + r, byte b.
       _mm512_store_si512(word + (q * slices + s) * 16,
                          _mm512_packus_epi16(_mm512_packs_epi32(x[0], x[1]), _mm512_packs_epi32(x[2], x[3])));
     }
   }
-  const int64_t units = lay.units;
-  for (int64_t u = 0; u < units; ++u) {
-    const int64_t s0 = lay.unit_slice[u], s1 = std::min(s0 + 1, slices - 1);
-    const __m512i idx = _mm512_load_si512(lay.unit_index[u]);
-    for (int64_t q = 0; q < quads; ++q) {
-      const __m512i a = _mm512_load_si512(word + (q * slices + s0) * 16);
-      const __m512i b = _mm512_load_si512(word + (q * slices + s1) * 16);
-      _mm512_store_si512(unit + (q * units + u) * 16, _mm512_permutex2var_epi32(a, idx, b));
-    }
-  }
+}
+
+// The 32-bit word at base + 4 (index + At), broadcast. Base plus index plus displacement
+// spelled out, as at dpbusd_bcast: left to itself GCC 12 adds each row's offset to the
+// index and spills the sums into vector registers.
+template <int At>
+ATTNKIT_AVX512_INLINE __m512i bcast_word(const uint32_t* base, int64_t index) {
+  __m512i x;
+  asm("vpbroadcastd %c[at](%[base], %[index], 4), %[x]"
+      : [x] "=v"(x)
+      : [at] "i"(4 * At), [base] "r"(base), [index] "r"(index), "m"(*base));
+  return x;
 }
 
 // Lane 4 L + k of a pv sum holds channel 2 k + (L odd) + 8 (L >= 2) of its 16: this puts
@@ -584,6 +569,12 @@ template <int R, int P>
 ATTNKIT_AVX512 void pv_int4_block(const ValueWeights& w, const ValueLayout& lay, const uint8_t* const* v,
                                   int64_t c0, float* acc, int64_t dv) {
   constexpr int NV = 2 * P;  // 16-channel vectors per row
+  // The weights of vector i, row r, quad q: word(q)[at[i] + r].
+  int64_t at[NV];
+  for (int i = 0; i < NV; ++i) {
+    const int32_t g = lay.group[c0 / 16 + i];
+    at[i] = g / 4 * 16 + g % 4 * 4;
+  }
   __m512i sum[R][NV];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
@@ -593,7 +584,7 @@ ATTNKIT_AVX512 void pv_int4_block(const ValueWeights& w, const ValueLayout& lay,
   const int64_t off = c0 / 2, quads = w.quads();
   for (int64_t q = 0; q < quads; ++q) {
     const uint8_t* const* k = v + 4 * q;
-    const uint32_t* wq = w.unit(q) + c0 / 16 * 4;  // vector i, row r: wq[4 i + r]
+    const uint32_t* wq = w.word(q);
     __m512i code[NV];
 #pragma GCC unroll 8
     for (int u = 0; u < (P + 1) / 2; ++u) {
@@ -622,13 +613,11 @@ ATTNKIT_AVX512 void pv_int4_block(const ValueWeights& w, const ValueLayout& lay,
           code[4 * u + 2 * L + h] = _mm512_and_si512(_mm512_mask_srli_epi16(y, 0xFF00FF00, y, 4), low4);
         }
     }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-      for (int i = 0; i < NV; ++i) {
-        const __m512i wv = _mm512_set1_epi32(static_cast<int>(wq[4 * i + r]));
-        sum[r][i] = dpbusd(sum[r][i], wv, code[i]);
-      }
+    static_for<R>([&](auto r) ATTNKIT_AVX512_LAMBDA {
+      static_for<NV>([&](auto i) ATTNKIT_AVX512_LAMBDA {
+        sum[r][i] = dpbusd(sum[r][i], bcast_word<r>(wq, at[i]), code[i]);
+      });
+    });
   }
   const __m512i unscramble = _mm512_load_si512(kUnscramble);
 #pragma GCC unroll 4

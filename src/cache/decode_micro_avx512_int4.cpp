@@ -560,11 +560,13 @@ ATTNKIT_AVX512_INLINE __m512i bcast_word(const uint32_t* base, int64_t index) {
 // them back in order.
 alignas(64) constexpr int32_t kUnscramble[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
 
-// acc[r][c0 .. c0 + 32 P) += the tile's P V for rows r < R. Per key quad and 32 channels:
-// the 4 keys' 16 code bytes, each broadcast to all four 128-bit lanes, are interleaved by two
-// unpack levels; per 16 channels a blend then takes the words of bytes 0-3 into lanes 0, 1
-// and of bytes 4-7 into lanes 2, 3, whose lanes 0, 2 keep the low nibbles and 1, 3 the high
-// ones (a masked immediate shift): channels 2 k, 2 k + 1, 8 + 2 k, 9 + 2 k, one group.
+// acc[r][c0 .. c0 + 32 P) += the tile's P V for rows r < R. Per key quad and 64 channels:
+// the 4 keys' 32 code bytes are interleaved by two unpack levels (in 256 bits); per 16
+// channels one 128-bit shuffle then makes [t, t, t', t'] of the words of 4 bytes each, whose
+// lanes 0, 2 keep the low nibbles and 1, 3 the high ones (a masked immediate shift):
+// channels 2 k, 2 k + 1, 8 + 2 k, 9 + 2 k, of one group. (Broadcasting each key's 16 bytes
+// to the four lanes and blending instead, with no 128-bit shuffle, measured slower: its
+// unpacks are twice as wide.)
 template <int R, int P>
 ATTNKIT_AVX512 void pv_int4_block(const ValueWeights& w, const ValueLayout& lay, const uint8_t* const* v,
                                   int64_t c0, float* acc, int64_t dv) {

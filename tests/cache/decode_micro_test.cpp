@@ -647,5 +647,29 @@ TEST(DecodeMicroExtremes, PoisonedParametersComeOutNaN) {
   }
 }
 
+// int4 pv weights are rounded per (row, group): a poisoned scale of one key's group g makes
+// the channels of group g NaN, and only those.
+TEST(DecodeMicroExtremes, PoisonedInt4ValueScaleStaysInItsGroup) {
+  constexpr int64_t d = 128, n = 20, rows = 5, G = 32;
+  Rng rng(12);
+  const Int4Values v = int4_values(rng, n, d, G);
+  std::vector<const uint16_t*> vscale = v.scale;
+  std::vector<uint16_t> scales(vscale[7], vscale[7] + d / G);
+  scales[2] = kKvQuantPoison;
+  RowPool pool;
+  vscale[7] = pool.add(scales, 2);
+  const std::vector<float> p = make_p(rng, rows, n);
+  for (bool simd : {false, true}) {
+    if (simd && !avx512_available()) continue;
+    std::vector<float> o(rows * d, 0.0f);
+    if (simd)
+      pv_int4_avx512(p.data(), rows, v.rows.data(), vscale.data(), v.zero.data(), G, n, d, o.data());
+    else
+      pv_int4_ref(p.data(), rows, v.rows.data(), vscale.data(), v.zero.data(), G, n, d, o.data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < d; ++c) EXPECT_EQ(std::isnan(o[r * d + c]), c / G == 2) << simd << " " << r << " " << c;
+  }
+}
+
 }  // namespace
 }  // namespace attnkit::decode

@@ -15,9 +15,10 @@
 //
 // Two implementations per product: a plain-loop reference (any CPU, any width; the oracle
 // of the tests) and an AVX-512 one (avx512f/bw/vnni/bf16: vdpbf16ps for bf16, vpdpbusd for
-// int8 keys, vpdpwssd for int8 values and int4) used when avx512_available() and avx512_supports(...) hold. The AVX-512
-// kernels may round operands as documented per function; the reference computes with the
-// same rounded operands so the two agree to f32 summation-order error.
+// int8 keys and for int4, vpdpwssd for int8 values) used when avx512_available() and
+// avx512_supports(...) hold. The AVX-512 kernels may round operands as documented per
+// function; the reference computes with the same rounded operands so the two agree to f32
+// summation-order error.
 #pragma once
 
 #include <cstdint>
@@ -64,14 +65,17 @@ void pv_int8_ref(const float* p, int64_t rows, const int8_t* const* vrows, const
 // Keys: k_j[c] = kscale_j[c] * code_j[c] + kzero_j[c], code in [0, 15], two codes per byte
 // (channel 2i low nibble); kscale_j / kzero_j point at the dk f16 parameters of the group
 // key j belongs to (consecutive keys usually share them).
-// s[r][j] = sum_c q[r][c] * k_j[c], computed as sum_c q'[c] code_j[c] + sum_c q[r][c] kzero_j[c]
-// with q'[c] = q[r][c] * kscale_j[c] rounded to int16 per (row, group) like quantize_q16.
+// s[r][j] = sum_c q[r][c] * k_j[c], computed as qs sum_c q8[c] code_j[c] + sum_c q[r][c] kzero_j[c]
+// with q'[c] = q[r][c] * kscale_j[c] rounded to int8 per (row, group): q' ~= qs * q8,
+// qs = max_c |q'[c]| / 127, q8 round-to-nearest in [-127, 127] (quantize_q16's rounding).
 void scores_int4_ref(const float* q, int64_t rows, int64_t dk, const uint8_t* const* krows,
                      const uint16_t* const* kscale, const uint16_t* const* kzero, int64_t n, float* s);
 // Values: v_j[c] = vscale_j[c / G] * code_j[c] + vzero_j[c / G]; vscale_j / vzero_j point at
 // the ceil(dv / G) f16 parameters of key j.
-// acc[r][c] += sum_j p[r][j] * v_j[c], computed as sum_j w16 code + sum_j p[r][j] vzero_j,
-// with w[r][j][g] = p[r][j] * vscale_j[g] rounded to int16 per (row, tile) as pv_int8_ref.
+// acc[r][c] += sum_j p[r][j] * v_j[c], computed as ws * sum_j w8 code + sum_j p[r][j] vzero_j,
+// with w[r][j][g] = p[r][j] * vscale_j[g] rounded to uint8 per (row, tile, group g):
+// w ~= ws[r][g] * w8, ws = max_j w / 255, w8 = round-to-nearest in [0, 255]. The weights are
+// >= 0: p >= 0 and the quantizer's scales are >= 0 (a negative weight would count as 0).
 void pv_int4_ref(const float* p, int64_t rows, const uint8_t* const* vrows, const uint16_t* const* vscale,
                  const uint16_t* const* vzero, int64_t G, int64_t n, int64_t dv, float* acc);
 

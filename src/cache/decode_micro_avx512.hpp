@@ -1,6 +1,6 @@
-// Internal to decode_micro_avx512.cpp (scores) and decode_micro_avx512_pv.cpp (pv): the
-// target attribute, shared constants and small helpers of the AVX-512 tile micro-kernels.
-// x86-64 only.
+// Internal to decode_micro_avx512.cpp (scores), decode_micro_avx512_pv.cpp (pv) and
+// decode_micro_avx512_int4.cpp (int4): the target attribute, shared constants and small
+// helpers of the AVX-512 tile micro-kernels. x86-64 only.
 #pragma once
 
 #if !defined(__x86_64__)
@@ -30,7 +30,7 @@
 
 namespace attnkit::decode::avx512 {
 
-// Below this a vector's max counts as zero (as in decode_micro_ref.cpp's round_int16).
+// Below this a vector's max counts as zero (as in decode_micro_ref.cpp's round_int).
 inline constexpr float kInt16TinyMax = 0x1p-100f;
 
 // The row of a padding key: past n in a scores block, or the partner of an odd last key.
@@ -76,8 +76,9 @@ void for_row_blocks(int64_t rows, Body&& body) {
   }
 }
 
-// The int16 rounding of decode_micro_ref.cpp (round_int16) once m = max |x| is known:
-// returns the scale and sets *inv, or returns 0 / NaN when x16 must be all zero.
+// The integer rounding of decode_micro_ref.cpp (round_int: int16, and with limit 127 / 255
+// int8 / uint8) once m = max |x| is known: returns the scale and sets *inv, or
+// returns 0 / NaN when the integers must be all zero.
 inline float int16_scale(float m, bool finite, int32_t limit, float* inv) {
   if (!finite || !(m <= std::numeric_limits<float>::max())) return std::numeric_limits<float>::quiet_NaN();
   if (m < kInt16TinyMax) return 0;

@@ -7,9 +7,9 @@
 //
 // Bounds (u = 2^-24; sums run over the terms of one output):
 //   reference vs an f64 evaluation of the dequantised math: the documented operand
-//     roundings, i.e. bf16 p (2^-8 relative) and int16 q' / weights (scale / 2 + 3u |x|
-//     each, plus u when x is itself an f32 product), and the final f32 rounding (2u of the
-//     magnitudes involved);
+//     roundings, i.e. bf16 p (2^-8 relative) and integer q' / weights (int16; int4: int8 q'
+//     and uint8 weights; scale / 2 + 3u |x| each, plus u when x is itself an f32 product),
+//     and the final f32 rounding (2u of the magnitudes involved);
 //   AVX-512 vs reference, f32 summation order: bf16 (terms + 2) u sum |terms|; int8 and
 //     int4 dot products are exact integers, leaving a few roundings of the result (4-5 u)
 //     plus, for the f32 sum of int4 zero terms, (terms + 4) u sum |terms|.
@@ -121,7 +121,7 @@ bool untouched_past_n(const std::vector<float>& s, int64_t rows, int64_t n, cons
 
 int code4(const uint8_t* row, int64_t c) { return (row[c / 2] >> (4 * (c % 2))) & 0xF; }
 
-// The documented int16 rounding scale of a vector: fl(max |x| / limit).
+// The documented integer rounding scale of a vector: fl(max |x| / limit).
 float int16_scale_of(const std::vector<float>& x, int32_t limit) {
   float m = 0;
   for (float v : x) m = std::max(m, std::abs(v));
@@ -352,10 +352,11 @@ TEST(DecodeMicroScores, Int8) {
   if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available: reference checked only";
 }
 
-// Weights w = fl(p * scale) of one row and their documented int16 scale.
+// Weights w = fl(p * scale) of one row and their documented integer scale: int8 values
+// round all of a row's weights to int16, int4 values each group's to uint8.
 struct RowWeights {
-  std::vector<float> w;  // [j][g]
-  double ws = 0;
+  std::vector<float> w;   // [j][g]
+  std::vector<double> ws;  // [g]
 };
 
 RowWeights row_weights(const float* p, int64_t n, int64_t groups, const std::vector<const uint16_t*>* f16_scales,
@@ -364,7 +365,11 @@ RowWeights row_weights(const float* p, int64_t n, int64_t groups, const std::vec
   for (int64_t j = 0; j < n; ++j)
     for (int64_t g = 0; g < groups; ++g)
       rw.w.push_back(p[j] * (f16_scales ? f16_to_float((*f16_scales)[j][g]) : (*f32_scales)[j]));
-  rw.ws = int16_scale_of(rw.w, 32767);
+  for (int64_t g = 0; g < groups; ++g) {
+    std::vector<float> wg;
+    for (int64_t j = 0; j < n; ++j) wg.push_back(rw.w[j * groups + g]);
+    rw.ws.push_back(int16_scale_of(wg, f16_scales ? 255 : 32767));
+  }
   return rw;
 }
 
@@ -392,8 +397,8 @@ TEST(DecodeMicroPv, Int8) {
               const double code = v.rows[j][c];
               exact += double{p[r * kTileKeys + j]} * v.scale[j] * code;
               mag += rw.w[j] * std::abs(code);
-              rounding += std::abs(code) * (rw.ws / 2 + 4.01 * kU * rw.w[j]);
-              wmag += std::abs(code) * (rw.w[j] + rw.ws);
+              rounding += std::abs(code) * (rw.ws[0] / 2 + 4.01 * kU * rw.w[j]);
+              wmag += std::abs(code) * (rw.w[j] + rw.ws[0]);
             }
             const double got = ref[r * dv + c];
             ASSERT_TRUE(within(got, exact, rounding + 2 * kU * (std::abs(a0) + mag) + 1e-300, name + " ref"));
@@ -467,7 +472,7 @@ TEST(DecodeMicroScores, Int4) {
         if (simd_ok)
           scores_int4_avx512(q.data(), rows, dk, k.rows.data(), k.scale.data(), k.zero.data(), n, simd.data());
         ASSERT_TRUE(untouched_past_n(ref, rows, n, name) && (!simd_ok || untouched_past_n(simd, rows, n, name)));
-        const int32_t limit = q16_limit(dk, 15);
+        const int32_t limit = 127;  // q' is rounded to int8
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t j = 0; j < n; ++j) {
             std::vector<float> qk(static_cast<size_t>(dk));
@@ -540,9 +545,9 @@ void check_pv_int4(int64_t rows, int64_t n, int64_t dv, int64_t G) {
         const double w = rw.w[j * groups + g];
         exact += double{pr[j]} * (double{f16_to_float(v.scale[j][g])} * code + vz);
         mag += w * code + pr[j] * std::abs(vz);
-        rounding += code * (rw.ws / 2 + 4.01 * kU * w);
+        rounding += code * (rw.ws[g] / 2 + 4.01 * kU * w);
         zmag += pr[j] * std::abs(vz);
-        wmag += code * (w + rw.ws);
+        wmag += code * (w + rw.ws[g]);
       }
       const double got = ref[r * dv + c];
       ASSERT_TRUE(within(got, exact, rounding + 2 * kU * (std::abs(a0) + mag) + 1e-300, name + " ref"));
@@ -663,6 +668,30 @@ TEST(DecodeMicroExtremes, PoisonedParametersComeOutNaN) {
         EXPECT_TRUE(std::isnan(o4[r * d + c])) << simd;
       }
     }
+  }
+}
+
+// int4 pv weights are rounded per (row, group): a poisoned scale of one key's group g makes
+// the channels of group g NaN, and only those.
+TEST(DecodeMicroExtremes, PoisonedInt4ValueScaleStaysInItsGroup) {
+  constexpr int64_t d = 128, n = 20, rows = 5, G = 32;
+  Rng rng(12);
+  const Int4Values v = int4_values(rng, n, d, G);
+  std::vector<const uint16_t*> vscale = v.scale;
+  std::vector<uint16_t> scales(vscale[7], vscale[7] + d / G);
+  scales[2] = kKvQuantPoison;
+  RowPool pool;
+  vscale[7] = pool.add(scales, 2);
+  const std::vector<float> p = make_p(rng, rows, n);
+  for (bool simd : {false, true}) {
+    if (simd && !avx512_available()) continue;
+    std::vector<float> o(rows * d, 0.0f);
+    if (simd)
+      pv_int4_avx512(p.data(), rows, v.rows.data(), vscale.data(), v.zero.data(), G, n, d, o.data());
+    else
+      pv_int4_ref(p.data(), rows, v.rows.data(), vscale.data(), v.zero.data(), G, n, d, o.data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < d; ++c) EXPECT_EQ(std::isnan(o[r * d + c]), c / G == 2) << simd << " " << r << " " << c;
   }
 }
 

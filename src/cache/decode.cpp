@@ -215,9 +215,12 @@ class TileStep {
   // Rows [j, j + run) of r are slots [slot, slot + run) of one block.
   void locate_rows(const detail::KvRegion& kreg, const detail::KvRegion& vreg, TileRows& r, int64_t j, int64_t slot,
                    int64_t run) const {
-    for (int64_t x = 0; x < run; ++x) {
-      r.krows[j + x] = kreg.codes + (slot + x) * kreg.row_bytes;
-      r.vrows[j + x] = vreg.codes + (slot + x) * vreg.row_bytes;
+    // Pointer steps, no products or divisions per key: this runs for every key of a step.
+    const std::byte* kc = kreg.codes + slot * kreg.row_bytes;
+    const std::byte* vc = vreg.codes + slot * vreg.row_bytes;
+    for (int64_t x = 0; x < run; ++x, kc += kreg.row_bytes, vc += vreg.row_bytes) {
+      r.krows[j + x] = kc;
+      r.vrows[j + x] = vc;
     }
     if (!r.fast) return;
     const auto* kp = reinterpret_cast<const uint16_t*>(kreg.params);
@@ -231,15 +234,19 @@ class TileStep {
       prefetch_bytes(kp + slot, 2 * run);
       prefetch_bytes(vp + slot, 2 * run);
     } else if (kreg.storage == KvStorage::int4) {
-      const int64_t ng = int4_value_groups(p_.dv, vreg.group);
-      for (int64_t x = 0; x < run; ++x) {
-        r.kpar_s[j + x] = kp + (slot + x) / kreg.group * 2 * p_.dk;
-        r.kpar_z[j + x] = r.kpar_s[j + x] + p_.dk;
-        r.vpar_s[j + x] = vp + (slot + x) * ng;
-        r.vpar_z[j + x] = vp + vreg.slots * ng + (slot + x) * ng;
+      const int64_t ng = int4_value_groups(p_.dv, vreg.group), G = kreg.group;
+      const int64_t g0 = slot / G, g1 = (slot + run - 1) / G;
+      const uint16_t* ks = kp + g0 * 2 * p_.dk;  // key group g: scales, then zeros
+      const uint16_t* vs = vp + slot * ng;
+      const uint16_t* vz = vp + vreg.slots * ng + slot * ng;
+      for (int64_t x = 0, in_group = slot - g0 * G; x < run; ++x, vs += ng, vz += ng) {
+        r.kpar_s[j + x] = ks;
+        r.kpar_z[j + x] = ks + p_.dk;
+        r.vpar_s[j + x] = vs;
+        r.vpar_z[j + x] = vz;
+        if (++in_group == G) in_group = 0, ks += 2 * p_.dk;
       }
       // The kernels read these parameters where they lie: prefetched, as the int8 scales.
-      const int64_t g0 = slot / kreg.group, g1 = (slot + run - 1) / kreg.group;
       prefetch_bytes(kp + g0 * 2 * p_.dk, (g1 - g0 + 1) * 4 * p_.dk);
       prefetch_bytes(vp + slot * ng, 2 * run * ng);
       prefetch_bytes(vp + vreg.slots * ng + slot * ng, 2 * run * ng);

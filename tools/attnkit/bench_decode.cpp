@@ -247,24 +247,41 @@ int run_decode_bench(const DecodeBenchArgs& a) {
       return fmt::format("--batch (1..4096), --n >= --nq >= 1, --q-heads a multiple of --kv-heads");
     });
   }
+  // The DRAM peak is measured before and after the cases and the larger figure taken: on a
+  // shared machine the bandwidth left to this process changes over seconds, and noise only
+  // ever makes a peak look lower (a low figure at the start once put cases above 100 %).
   std::optional<HwInfo> hw;
   if (!a.no_peak && !cases.empty()) hw = measure_hwinfo();
-  if (hw)
-    fmt::print("peaks (attnkit hwinfo, {} threads): DRAM read {:.1f} GB/s, fp32 FMA {:.1f} GFLOP/s\n", hw->threads,
-               hw->dram_read_gbps, hw->fp32_fma_gflops);
+  for (const DecodeCase& c : cases) {
+    fmt::print("timing {} {}{} ...\n", kv_layout_name(c.layout), kv_storage_name(c.storage),
+               c.batch > 1 ? fmt::format(", B = {}", c.batch) : std::string());
+    std::fflush(stdout);
+    records.push_back(time_case(c, kernel, reps));
+  }
+  double dram_start = 0, dram_end = 0;
+  if (hw) {
+    dram_start = hw->dram_read_gbps;
+    dram_end = measure_hwinfo().dram_read_gbps;
+    hw->dram_read_gbps = std::max(dram_start, dram_end);
+    fmt::print("peaks (attnkit hwinfo, {} threads): DRAM read {:.1f} GB/s (the larger of {:.1f} before the cases "
+               "and {:.1f} after), fp32 FMA {:.1f} GFLOP/s\n",
+               hw->threads, hw->dram_read_gbps, dram_start, dram_end, hw->fp32_fma_gflops);
+  }
   if (!cases.empty()) {
     fmt::print("decode, kernel={}, {} threads, median of {} calls (best %: the fastest call)\n",
-               decode_kernel_name(kernel),
-               omp_get_max_threads(), reps);
+               decode_kernel_name(kernel), omp_get_max_threads(), reps);
     fmt::print("{:<11} {:>7} {:>5} {:>3} {:>6} {:>7} {:>9} {:>8} {:>8} {:>7} {:>7} {:>9} {:>7}\n", "layout",
                "storage", "page", "B", "Hq/Hkv", "Nkv", "median ms", "MiB read", "GB/s", "% DRAM", "best %",
                "vs bf16", "vs ref");
   }
   std::optional<double> bf16_ms;
-  for (const DecodeCase& c : cases) {
-    nlohmann::json r = time_case(c, kernel, reps);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const DecodeCase& c = cases[i];
+    nlohmann::json& r = records[i];
     const bool peak = hw && hw->dram_read_gbps > 0;
     r["dram_gbps"] = peak ? nlohmann::json(hw->dram_read_gbps) : nlohmann::json(nullptr);
+    r["dram_gbps_before"] = hw ? nlohmann::json(dram_start) : nlohmann::json(nullptr);
+    r["dram_gbps_after"] = hw ? nlohmann::json(dram_end) : nlohmann::json(nullptr);
     r["frac_bw"] = peak ? nlohmann::json(r["gbps"].get<double>() / hw->dram_read_gbps) : nlohmann::json(nullptr);
     // Like for like with hwinfo's peak, which is the best of several trials: the best call.
     r["gbps_best"] = r["bytes_read"].get<double>() / (r["min_ms"].get<double>() * 1e-3) * 1e-9;
@@ -285,8 +302,6 @@ int run_decode_bench(const DecodeBenchArgs& a) {
                peak ? fmt::format("{:.1f}%", 100 * r["frac_bw_best"].get<double>()) : std::string("-"),
                comparable ? fmt::format("{:.2f}x", *bf16_ms / ms) : std::string("-"),
                r["speedup_vs_ref"].get<double>());
-    std::fflush(stdout);
-    records.push_back(std::move(r));
   }
   if (a.rolling_rss > 0) records.push_back(rolling_rss(a));
   if (!a.json.empty()) {

@@ -317,6 +317,27 @@ TEST(KvCache, QuantizedStorageWithinTheCodecBounds) {
   }
 }
 
+// An int4 sequence's f16 residual block is a block of its own even when it is exactly as
+// large as a page: it must neither count against max_pages nor be laid out region-major.
+TEST(KvCache, Int4ResidualOfPageSizeIsNotAPage) {
+  KvCacheConfig c = base_config(KvLayout::paged, KvStorage::int4);
+  c.layers = 1, c.kv_heads = 1, c.head_dim = 8, c.v_head_dim = 0;
+  c.page_size = 4, c.group = 2, c.residual = 4;  // page: 2 x 80 bytes; residual: 5 f16 slots
+  c.max_pages = 2;
+  KvCache paged(c);
+  ASSERT_EQ(paged.residual_layout().block_bytes, paged.layout(KvSequence{}).block_bytes);
+  KvCacheConfig cc = c;
+  cc.layout = KvLayout::contiguous;
+  KvCache contiguous(cc);
+  const History hist(c, 12, 21);
+  const int64_t a = paged.add_sequence(), b = contiguous.add_sequence();
+  for (int64_t t = 0; t < 12; t += 3) hist.append(paged, a, t, 3), hist.append(contiguous, b, t, 3);
+  EXPECT_EQ(paged.storage().pooled_in_use(), 2);  // 8 int4 tokens; the residual is not a page
+  const Gathered x = gather(paged, a, 0), y = gather(contiguous, b, 0);
+  EXPECT_EQ(testing::max_abs_diff(x.k.view(), y.k.view()), 0.0);
+  EXPECT_EQ(testing::max_abs_diff(x.v.view(), y.v.view()), 0.0);
+}
+
 TEST(KvCache, AllocationEqualsKvSize) {
   for (KvStorage st : {KvStorage::f32, KvStorage::bf16, KvStorage::f16, KvStorage::int8}) {
     {

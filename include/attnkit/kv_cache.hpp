@@ -56,8 +56,8 @@
 // tokens per sequence, so it equals kv_size when the held count leaves R + G - 1 residual
 // tokens, and exceeds it by the unused residual slots otherwise (tested exactly).
 // bytes_reserved() is what was asked of the system: pages are carved from slabs of whole
-// 2 MiB huge pages (KvBlockStore), so it exceeds bytes_allocated() by the unused rest of
-// the last slab.
+// 2 MiB huge pages and blocks of 2 MiB or more are rounded up to them (KvBlockStore), so it
+// exceeds bytes_allocated() by the unused pages of the last slab and that rounding.
 //
 // Appending is two steps, like a model's forward pass: append(seq, T) advances the metadata
 // (allocating, evicting, copying shared pages) for T new tokens, then store(seq, layer, k,
@@ -88,6 +88,7 @@ std::string_view kv_positions_name(KvPositions p);
 KvPositions parse_kv_positions(std::string_view name);  // "absolute", "in_cache"; throws Error
 
 constexpr int64_t kKvInitialTokens = 16;  // first capacity of a growing contiguous cache
+constexpr int64_t kMaxPagedHeads = int64_t{1} << 16;  // layers x kv_heads of a paged cache
 
 struct KvCacheConfig {
   KvLayout layout = KvLayout::contiguous;
@@ -158,10 +159,12 @@ using KvBlockId = int32_t;
 // consecutive pages are usually consecutive in a slab, so each head's K (or V) rows of a
 // decode step stream through long runs of memory as in a contiguous cache, instead of one
 // short region per page (4 KiB at page 16, d = 128, bf16) followed by a jump over every
-// other head's. Codes and parameters (int8 scales) are separate regions, so that a page's
-// parameters do not shift the next page's rows off cache-line alignment. Slabs hold enough
-// pages for runs of the largest region of >= 64 KiB, rounded up to whole 2 MiB huge pages;
-// the unused rest of the last slab is in bytes_reserved(), not bytes_allocated().
+// other head's. Codes and parameters (int8 scales) are separate regions, and the pages per
+// slab a multiple that keeps every region on a cache line. Slabs hold enough pages for runs
+// of the largest region of >= 64 KiB, rounded up to whole 2 MiB huge pages; with max_pages
+// the last slab holds only the pages still allowed. Since a page has a piece in every run,
+// the first page of a slab makes the whole slab resident (with huge pages). bytes_reserved()
+// counts the slabs whole, bytes_allocated() the pages.
 class KvBlockStore {
  public:
   // page_regions: the sizes, in order, of the regions a page is made of (empty: no pages);
@@ -176,20 +179,21 @@ class KvBlockStore {
   // The region of block b that starts at `offset` of its layout and is `bytes` long (a
   // page's regions must be addressed exactly as page_regions lists them).
   std::byte* region(KvBlockId b, int64_t offset, int64_t bytes) {
-    return slot_[b] < 0 ? data_[b] + offset : data_[b] + slab_pages_ * offset + slot_[b] * bytes;
+    return data_[b] + stride_[b] * offset + slot_[b] * bytes;  // blocks of their own: stride 1, slot 0
   }
   const std::byte* region(KvBlockId b, int64_t offset, int64_t bytes) const {
     return const_cast<KvBlockStore*>(this)->region(b, offset, bytes);
   }
   int32_t refcount(KvBlockId b) const { return refs_[b]; }
   int64_t block_count() const { return static_cast<int64_t>(data_.size()); }  // ids are < this
-  bool is_page(KvBlockId b) const { return slot_[b] >= 0; }
+  bool is_page(KvBlockId b) const { return page_[b] != 0; }
   int64_t bytes(KvBlockId b) const { return sizes_[b]; }
-  int64_t slab_pages() const { return slab_pages_; }  // pages per slab
+  int64_t slab_pages() const { return slab_pages_; }  // pages per slab (the last may hold fewer)
   // Bytes of the blocks that exist (in use, or pooled and free): the KV state itself.
   int64_t bytes_allocated() const { return allocated_; }
   // Bytes asked of the system: bytes_allocated() plus the pages of the last slab not
-  // handed out yet, and the rounding of slabs and large blocks to whole huge pages.
+  // handed out yet and the rounding of slabs and of blocks of 2 MiB or more to whole huge
+  // pages.
   int64_t bytes_reserved() const { return reserved_; }
   int64_t pooled_in_use() const { return pooled_in_use_; }
   int64_t pooled_free() const { return static_cast<int64_t>(free_.size()); }
@@ -199,19 +203,22 @@ class KvBlockStore {
     void operator()(std::byte* p) const;
   };
   using Bytes = std::unique_ptr<std::byte[], FreeBytes>;
-  KvBlockId add_block(std::byte* at, Bytes mem, int64_t slot, int64_t bytes);
+  KvBlockId add_block(std::byte* at, Bytes mem, bool page, int64_t stride, int64_t slot, int64_t bytes);
   void zero(KvBlockId b);
 
   std::vector<int64_t> page_regions_;
   int64_t page_bytes_ = 0, max_pages_;
-  int64_t slab_pages_ = 0, slab_bytes_ = 0, slab_used_ = 0;  // pages per slab; carved from the last one
+  int64_t slab_pages_ = 0;  // pages per slab
+  int64_t slab_capacity_ = 0, slab_used_ = 0, pages_made_ = 0;  // pages of the last slab, carved; in all
   std::vector<Bytes> slabs_;
   std::vector<std::byte*> data_;  // [block]: its memory, or its slab's
-  std::vector<int64_t> slot_;     // [block]: its index in the slab, -1 for blocks of their own
+  std::vector<uint8_t> page_;     // [block]: a page (else a block of its own)
+  std::vector<int64_t> stride_;   // [block]: pages of its slab (1 for blocks of their own)
+  std::vector<int64_t> slot_;     // [block]: its index in the slab (0 for blocks of their own)
   std::vector<Bytes> owned_;      // [block]: the memory of a block of its own
   std::vector<int64_t> sizes_;
   std::vector<int32_t> refs_;
-  std::vector<KvBlockId> free_;     // pages with no reference, kept allocated
+  std::vector<KvBlockId> free_;     // pages with no reference, kept allocated (a min-heap)
   std::vector<KvBlockId> retired_;  // ids of freed blocks of their own, reused by allocate()
   int64_t allocated_ = 0, reserved_ = 0, pooled_in_use_ = 0;
 };

@@ -44,7 +44,7 @@ struct TileRows {
   int64_t group = 0;
   const void* krows[kTileKeys];
   const void* vrows[kTileKeys];
-  float kscale[kTileKeys], vscale[kTileKeys];  // int8, converted by scales() from the runs' f16 scales:
+  float kscale[kTileKeys], vscale[kTileKeys];  // int8, converted by convert_scales() from the runs' f16 scales:
   struct ScaleRun {
     const uint16_t *k, *v;
     int64_t j, n;  // rows [j, j + n)

@@ -9,7 +9,7 @@
 // Lanes run along channels: one accumulator per (row, key) over the whole row. A block of
 // R rows x KB keys, R * KB <= 16, is reduced by one transpose-and-add tree into a single
 // vector (lane r * KB + j), scaled, and written with one masked store per row. Operand
-// rounding (int16 q) is bit for bit that of the references (decode_micro_ref.cpp), so
+// rounding (int8 q) is bit for bit that of the references (decode_micro_ref.cpp), so
 // results differ from them by f32 summation order only. Rows are read with unaligned
 // loads of exactly their bytes.
 #include <algorithm>

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 #include <cstdlib>
+#include <functional>
+#include <numeric>
 
 #include <sys/mman.h>
 
@@ -74,6 +76,11 @@ void KvCacheConfig::validate() const {
       break;
     case KvLayout::paged:
       check_range(page_size, 1, kMaxSeqLen, "page_size");
+      // A page is laid out region by region (KvBlockStore): 4 regions per (layer, head).
+      check(layers * kv_heads <= kMaxPagedHeads, [&] {
+        return fmt::format("layers x kv_heads ({} x {}) must be <= {} for the paged layout", layers, kv_heads,
+                           kMaxPagedHeads);
+      });
       check_range(max_pages, 0, (int64_t{1} << 31) - 1, "max_pages");
       if (int4)
         check(page_size % group == 0, [&] {
@@ -127,12 +134,23 @@ constexpr int64_t kHugePage = int64_t{2} << 20;
 // fast as one stream.
 constexpr int64_t kSlabRunBytes = int64_t{64} << 10;
 
-int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+int64_t round_up(int64_t x, int64_t to) {
+  return x % to == 0 ? x : detail::checked_add(x - x % to, to, "KV allocation bytes", "rounding");
+}
 
 // What allocate_bytes() asks of the system for `bytes`.
 int64_t reserved_for(int64_t bytes) {
   const int64_t n = std::max<int64_t>(bytes, 1);
   return n >= kHugePage ? round_up(n, kHugePage) : n;
+}
+
+// The smallest page count P for which P * r is a multiple of 64 for every region size r:
+// then every region of a slab starts on a cache line, as the slab does.
+int64_t line_aligning_pages(const std::vector<int64_t>& regions) {
+  int64_t pages = 1;
+  for (int64_t r : regions)
+    if (r > 0) pages = std::max(pages, 64 / std::gcd<int64_t>(64, r));
+  return pages;  // a power of two, so the maximum is also the least common multiple
 }
 
 // Bytes (zeroed when `zero`), or null. Blocks of 2 MiB and more are 2 MiB-aligned and asked
@@ -163,34 +181,38 @@ KvBlockStore::KvBlockStore(std::vector<int64_t> page_regions, int64_t max_pages)
   if (page_regions_.empty()) return;
   if (largest == 0) {
     slab_pages_ = 1;
-    slab_bytes_ = page_bytes_;
     return;
   }
-  // Runs of >= kSlabRunBytes, then as many more pages as the slab's last huge page holds.
-  const int64_t runs = (kSlabRunBytes + largest - 1) / largest;
+  // Runs of >= kSlabRunBytes, in whole cache lines, then as many more pages as the slab's
+  // last huge page holds.
+  const int64_t align = line_aligning_pages(page_regions_);
+  const int64_t runs = round_up((kSlabRunBytes + largest - 1) / largest, align);
   const int64_t slab = round_up(detail::checked_mul(runs, page_bytes_, "KV slab bytes", "page bytes"), kHugePage);
-  slab_pages_ = std::max<int64_t>(1, slab / page_bytes_);
-  slab_bytes_ = std::max(slab, page_bytes_);
-  if (max_pages_ > 0 && slab_pages_ > max_pages_) {
-    slab_pages_ = max_pages_;
-    slab_bytes_ = max_pages_ * page_bytes_;
-  }
+  slab_pages_ = slab / page_bytes_ / align * align;
 }
 
-KvBlockId KvBlockStore::add_block(std::byte* at, Bytes mem, int64_t slot, int64_t bytes) {
+KvBlockId KvBlockStore::add_block(std::byte* at, Bytes mem, bool page, int64_t stride, int64_t slot,
+                                  int64_t bytes) {
   KvBlockId b;
   if (!retired_.empty()) {
     b = retired_.back();
-    retired_.pop_back();
     data_[b] = at;
+    page_[b] = page;
+    stride_[b] = stride;
     slot_[b] = slot;
     owned_[b] = std::move(mem);
     sizes_[b] = bytes;
     refs_[b] = 1;
+    retired_.pop_back();
   } else {
     check(data_.size() < size_t{1} << 31, [] { return std::string("too many KV blocks (2^31)"); });
+    const size_t n = data_.size() + 1;  // room first, so that the pushes cannot throw midway
+    for (auto* v : {&stride_, &slot_, &sizes_}) v->reserve(n);
+    data_.reserve(n), page_.reserve(n), owned_.reserve(n), refs_.reserve(n);
     b = static_cast<KvBlockId>(data_.size());
     data_.push_back(at);
+    page_.push_back(page);
+    stride_.push_back(stride);
     slot_.push_back(slot);
     owned_.push_back(std::move(mem));
     sizes_.push_back(bytes);
@@ -201,7 +223,7 @@ KvBlockId KvBlockStore::add_block(std::byte* at, Bytes mem, int64_t slot, int64_
 }
 
 void KvBlockStore::zero(KvBlockId b) {
-  if (slot_[b] < 0) {
+  if (!page_[b]) {
     std::memset(data_[b], 0, static_cast<size_t>(sizes_[b]));
     return;
   }
@@ -215,6 +237,9 @@ void KvBlockStore::zero(KvBlockId b) {
 KvBlockId KvBlockStore::allocate_page() {
   check(!page_regions_.empty(), [] { return std::string("this KV store has no pages"); });
   if (!free_.empty()) {
+    // The lowest id first: ids follow slab order, so a sequence that takes freed pages
+    // gets them in address order, as it does fresh ones.
+    std::pop_heap(free_.begin(), free_.end(), std::greater<>());
     const KvBlockId b = free_.back();
     free_.pop_back();
     zero(b);
@@ -224,15 +249,19 @@ KvBlockId KvBlockStore::allocate_page() {
   }
   if (max_pages_ > 0 && pooled_in_use_ >= max_pages_)
     throw Error(fmt::format("the paged cache is full: all max_pages ({}) pages are in use", max_pages_));
-  if (slabs_.empty() || slab_used_ == slab_pages_) {
-    Bytes slab(allocate_bytes(slab_bytes_, false));
-    if (!slab)
-      throw Error(fmt::format("cannot allocate a slab of KV pages ({})", format_bytes(double(slab_bytes_))));
+  if (slab_used_ == slab_capacity_) {
+    // The last slab under max_pages holds only the pages still allowed.
+    const int64_t pages = max_pages_ > 0 ? std::min(slab_pages_, max_pages_ - pages_made_) : slab_pages_;
+    const int64_t bytes = pages == slab_pages_ ? round_up(pages * page_bytes_, kHugePage) : pages * page_bytes_;
+    Bytes slab(allocate_bytes(bytes, false));
+    if (!slab) throw Error(fmt::format("cannot allocate a slab of KV pages ({})", format_bytes(double(bytes))));
     slabs_.push_back(std::move(slab));
-    reserved_ += reserved_for(slab_bytes_);
+    reserved_ += reserved_for(bytes);
     slab_used_ = 0;
+    slab_capacity_ = pages;
   }
-  const KvBlockId b = add_block(slabs_.back().get(), nullptr, slab_used_++, page_bytes_);
+  const KvBlockId b = add_block(slabs_.back().get(), nullptr, true, slab_capacity_, slab_used_, page_bytes_);
+  ++slab_used_, ++pages_made_;
   zero(b);
   ++pooled_in_use_;
   return b;
@@ -242,13 +271,14 @@ KvBlockId KvBlockStore::allocate(int64_t bytes) {
   Bytes mem(allocate_bytes(bytes, true));
   if (!mem)
     throw Error(fmt::format("cannot allocate a KV block of {} bytes ({})", bytes, format_bytes(double(bytes))));
-  reserved_ += reserved_for(bytes);
   std::byte* at = mem.get();
-  return add_block(at, std::move(mem), -1, bytes);
+  const KvBlockId b = add_block(at, std::move(mem), false, 1, 0, bytes);
+  reserved_ += reserved_for(bytes);
+  return b;
 }
 
 void KvBlockStore::copy(KvBlockId to, KvBlockId from) {
-  if (slot_[from] < 0) {
+  if (!page_[from]) {
     std::memcpy(data_[to], data_[from], static_cast<size_t>(sizes_[from]));
     return;
   }
@@ -263,8 +293,9 @@ void KvBlockStore::retain(KvBlockId b) { ++refs_[b]; }
 
 void KvBlockStore::release(KvBlockId b) {
   if (--refs_[b] > 0) return;
-  if (slot_[b] >= 0) {
+  if (page_[b]) {
     free_.push_back(b);  // kept allocated: the pool's memory is reused, not returned
+    std::push_heap(free_.begin(), free_.end(), std::greater<>());
     --pooled_in_use_;
     return;
   }

@@ -49,10 +49,12 @@ bool all_zero(KvBlockStore& st, KvBlockId b) {
 TEST(KvBlockStore, PagesOfASlabAreRegionMajor) {
   KvBlockStore st(kRegions, 0);
   // Runs of >= 64 KiB for the largest region (320 bytes) need 205 pages; the slab is then
-  // rounded up to a whole 2 MiB and filled with as many pages as fit.
-  EXPECT_EQ(st.slab_pages(), (int64_t{2} << 20) / kPageBytes);
+  // rounded up to a whole 2 MiB and filled with as many pages as fit, a multiple of 8 so
+  // that every region (40 bytes: 8 x 40 = 5 lines) starts on a cache line.
+  EXPECT_EQ(st.slab_pages(), (int64_t{2} << 20) / kPageBytes / 8 * 8);
   const KvBlockId a = st.allocate_page(), b = st.allocate_page(), c = st.allocate_page();
   for (size_t r = 0; r < kRegions.size(); ++r) {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(region(st, a, r)) % 64, 0u) << "region " << r;
     EXPECT_EQ(region(st, b, r), region(st, a, r) + kRegions[r]) << "region " << r;
     EXPECT_EQ(region(st, c, r), region(st, b, r) + kRegions[r]) << "region " << r;
     if (r > 0) {  // region r of every page of the slab comes after region r - 1 of all of them
@@ -97,7 +99,6 @@ TEST(KvBlockStore, PagesSpanSlabs) {
 
 TEST(KvBlockStore, MaxPagesLimitsThePoolAndItsSlab) {
   KvBlockStore st(kRegions, 2);
-  EXPECT_EQ(st.slab_pages(), 2);
   const KvBlockId a = st.allocate_page();
   st.allocate_page();
   try {
@@ -108,7 +109,27 @@ TEST(KvBlockStore, MaxPagesLimitsThePoolAndItsSlab) {
   }
   st.release(a);
   EXPECT_NO_THROW(st.allocate_page());
-  EXPECT_EQ(st.bytes_reserved(), 2 * kPageBytes);
+  EXPECT_EQ(st.bytes_reserved(), 2 * kPageBytes);  // the only slab holds the 2 pages allowed
+  // One page more than a slab: the second slab holds that one page only, still region-major.
+  const int64_t full = KvBlockStore(kRegions, 0).slab_pages();
+  KvBlockStore big(kRegions, full + 1);
+  std::vector<KvBlockId> pages;
+  for (int64_t i = 0; i <= full; ++i) pages.push_back(big.allocate_page());
+  EXPECT_THROW(big.allocate_page(), Error);
+  EXPECT_EQ(big.bytes_reserved(), (int64_t{2} << 20) + kPageBytes);
+  fill(big, pages.back(), 5);
+  fill(big, pages[0], 6);
+  EXPECT_TRUE(holds(big, pages.back(), 5) && holds(big, pages[0], 6));
+}
+
+// Freed pages come back lowest id first, so a sequence that takes them gets them in the
+// order of their slab, as it would fresh ones.
+TEST(KvBlockStore, FreedPagesAreReusedInSlabOrder) {
+  KvBlockStore st(kRegions, 0);
+  std::vector<KvBlockId> p;
+  for (int i = 0; i < 5; ++i) p.push_back(st.allocate_page());
+  for (int i : {3, 1, 4, 2}) st.release(p[i]);
+  for (int i : {1, 2, 3, 4}) EXPECT_EQ(st.allocate_page(), p[i]);
 }
 
 TEST(KvBlockStore, BlocksOfTheirOwn) {

@@ -402,6 +402,9 @@ TEST(KvCache, ClearErrors) {
   c = base_config(KvLayout::rolling);
   c.window = 0;
   has(error_of([&] { KvCache x(c); }), "window (0)");
+  c = base_config(KvLayout::paged);
+  c.layers = 1 << 9, c.kv_heads = 1 << 8;  // 2^17 (layer, head) regions per page
+  has(error_of([&] { KvCache x(c); }), "layers x kv_heads (512 x 256) must be <= 65536 for the paged layout");
   c = base_config(KvLayout::contiguous);
   c.max_tokens = 4;
   KvCache full(c);

@@ -252,11 +252,12 @@ int run_decode_bench(const DecodeBenchArgs& a) {
   // ever makes a peak look lower (a low figure at the start once put cases above 100 %).
   std::optional<HwInfo> hw;
   if (!a.no_peak && !cases.empty()) hw = measure_hwinfo();
-  for (const DecodeCase& c : cases) {
-    fmt::print("timing {} {}{} ...\n", kv_layout_name(c.layout), kv_storage_name(c.storage),
+  for (const DecodeCase& c : cases) {  // progress, and the timings should a later case fail
+    fmt::print("timing {} {}{}: ", kv_layout_name(c.layout), kv_storage_name(c.storage),
                c.batch > 1 ? fmt::format(", B = {}", c.batch) : std::string());
     std::fflush(stdout);
     records.push_back(time_case(c, kernel, reps));
+    fmt::print("{:.3f} ms\n", records.back()["median_ms"].get<double>());
   }
   double dram_start = 0, dram_end = 0;
   if (hw) {

@@ -162,50 +162,72 @@ HWY_INLINE VF ExpNonPositive(DF d, VF x) {
   return hn::IfThenElse(hn::IsNaN(x), x, e);
 }
 
-void SoftmaxTile(float* s, int64_t rows, int64_t n, const SoftmaxParams& prm, const float* bias, float* m, float* l,
-                 float* alpha) {
-  const DF d;
+// SoftmaxTile on R <= 4 rows at once: their max and sum reductions and exponentials are
+// independent chains that overlap, where one row at a time waits on each reduction (it
+// measured slower at 4 rows x 64 keys).
+template <int R>
+HWY_INLINE void SoftmaxRows(DF d, float* s, int64_t n, const SoftmaxParams& prm, const float* bias, float* m,
+                            float* l, float* alpha) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const VF scale = hn::Set(d, prm.scale), neg_inf = hn::Set(d, kNegInf);
   const bool cap = prm.softcap > 0;
   const VF c = hn::Set(d, prm.softcap), inv_c2 = hn::Set(d, 2.0f / (cap ? prm.softcap : 1.0f));
   const VF one = hn::Set(d, 1.0f), two = hn::Set(d, 2.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* x = s + r * kTileKeys;
-    const float* b = bias ? bias + r * kTileKeys : nullptr;
-    VF mx = neg_inf;
-    for (int64_t j = 0; j < n; j += N) {
-      const auto in = hn::FirstN(d, static_cast<size_t>(n - j));
-      VF v = hn::Mul(hn::LoadU(d, x + j), scale);
+  VF mx[R];
+  for (int r = 0; r < R; ++r) mx[r] = neg_inf;
+  for (int64_t j = 0; j < n; j += N) {
+    const auto in = hn::FirstN(d, static_cast<size_t>(n - j));
+    for (int r = 0; r < R; ++r) {
+      float* x = s + r * kTileKeys + j;
+      VF v = hn::Mul(hn::LoadU(d, x), scale);
       if (cap) {  // c tanh(v / c) = c (1 - 2 / (exp(2 v / c) + 1)), saturating cleanly
         const VF e = hn::Exp(d, hn::Min(hn::Mul(v, inv_c2), hn::Set(d, 80.0f)));
         v = hn::Mul(c, hn::Sub(one, hn::Div(two, hn::Add(e, one))));
       }
-      if (b) v = hn::Add(v, hn::LoadU(d, b + j));
+      if (bias) v = hn::Add(v, hn::LoadU(d, bias + r * kTileKeys + j));
       v = hn::IfThenElse(in, v, neg_inf);
-      hn::StoreU(v, d, x + j);
-      mx = hn::Max(mx, v);
+      hn::StoreU(v, d, x);
+      mx[r] = hn::Max(mx[r], v);
     }
-    const float m_new = std::max(m[r], hn::GetLane(hn::MaxOfLanes(d, mx)));
-    if (m_new == kNegInf) {
-      for (int64_t j = 0; j < n; ++j) x[j] = 0;
+  }
+  // A row with nothing visible so far shifts by 0 (its p are zeroed below).
+  VF shift[R], sum[R];
+  float m_new[R];
+  for (int r = 0; r < R; ++r) {
+    m_new[r] = std::max(m[r], hn::GetLane(hn::MaxOfLanes(d, mx[r])));
+    shift[r] = hn::Set(d, m_new[r] == kNegInf ? 0.0f : m_new[r]);
+    sum[r] = hn::Zero(d);
+  }
+  for (int64_t j = 0; j < n; j += N)
+    for (int r = 0; r < R; ++r) {
+      float* x = s + r * kTileKeys + j;
+      const VF p = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x), shift[r]));  // exp(-inf) = 0
+      hn::StoreU(p, d, x);
+      sum[r] = hn::Add(sum[r], p);
+    }
+  for (int r = 0; r < R; ++r) {
+    if (m_new[r] == kNegInf) {  // keeps m = -inf, p = 0 (even where a score was NaN), alpha = 1
+      std::fill(s + r * kTileKeys, s + r * kTileKeys + n, 0.0f);
       alpha[r] = 1;
       continue;
     }
-    const VF shift = hn::Set(d, m_new);
-    VF sum = hn::Zero(d);
-    for (int64_t j = 0; j < n; j += N) {
-      const VF p = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x + j), shift));  // exp(-inf) = 0
-      hn::StoreU(p, d, x + j);
-      sum = hn::Add(sum, p);
-    }
     // Past the first tiles the running max rarely moves: no exponential then (alpha = 1
     // also lets RescaleRows skip the row).
-    alpha[r] = m[r] == m_new ? 1.0f : m[r] == kNegInf ? 0.0f : std::exp(m[r] - m_new);
-    l[r] = l[r] * alpha[r] + hn::GetLane(hn::SumOfLanes(d, sum));
-    m[r] = m_new;
+    alpha[r] = m[r] == m_new[r] ? 1.0f : m[r] == kNegInf ? 0.0f : std::exp(m[r] - m_new[r]);
+    l[r] = l[r] * alpha[r] + hn::GetLane(hn::SumOfLanes(d, sum[r]));
+    m[r] = m_new[r];
   }
+}
+
+void SoftmaxTile(float* s, int64_t rows, int64_t n, const SoftmaxParams& prm, const float* bias, float* m, float* l,
+                 float* alpha) {
+  const DF d;
+  int64_t r0 = 0;
+  const auto at = [&](int64_t r) { return bias ? bias + r * kTileKeys : nullptr; };
+  for (; r0 + 4 <= rows; r0 += 4)
+    SoftmaxRows<4>(d, s + r0 * kTileKeys, n, prm, at(r0), m + r0, l + r0, alpha + r0);
+  for (; r0 < rows; ++r0) SoftmaxRows<1>(d, s + r0 * kTileKeys, n, prm, at(r0), m + r0, l + r0, alpha + r0);
 }
 
 void RescaleRows(float* acc, int64_t rows, int64_t dv, const float* alpha) {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -53,6 +54,58 @@ TEST(DecodeSoftmaxTile, NaNScoresStayNaN) {
   ops.softmax_tile(s.data(), 1, 16, SoftmaxParams{}, nullptr, &m, &l, &alpha);
   EXPECT_TRUE(std::isnan(s[3]));
   EXPECT_NEAR(s[0], std::exp(-1.0f), 1e-7f);
+}
+
+// Rows are computed four at a time: every row of a block of 7 (4 + 3), with a mask bias, a
+// softcap and a row with nothing visible, against the online softmax in double.
+TEST(DecodeSoftmaxTile, RowsInBlocksMatchAPlainOnlineSoftmax) {
+  const SimdOps ops = simd_ops();
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  constexpr int64_t rows = 7, n = kTileKeys - 5;
+  for (const float softcap : {0.0f, 5.0f}) {
+    SoftmaxParams prm;
+    prm.scale = 0.3f;
+    prm.softcap = softcap;
+    std::vector<float> s(rows * kTileKeys), bias(rows * kTileKeys, 0.0f);
+    std::vector<float> m(rows), l(rows), alpha(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      m[r] = r == 2 ? -kInf : 1.5f * static_cast<float>(r % 3);  // row 2: nothing seen before
+      l[r] = r == 2 ? 0.0f : 2.0f;
+      for (int64_t j = 0; j < n; ++j) {
+        s[r * kTileKeys + j] = static_cast<float>((j * 37 + r * 11) % 23) - 8.0f;
+        if (r == 5 || (j + r) % 5 == 0) bias[r * kTileKeys + j] = -kInf;  // row 5: all masked
+      }
+    }
+    const std::vector<float> s0 = s, m0 = m, l0 = l;
+    ops.softmax_tile(s.data(), rows, n, prm, bias.data(), m.data(), l.data(), alpha.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<double> x(n);
+      double mx = m0[r];
+      for (int64_t j = 0; j < n; ++j) {
+        double v = double{prm.scale} * s0[r * kTileKeys + j];
+        if (softcap > 0) v = softcap * std::tanh(v / softcap);
+        x[j] = v + bias[r * kTileKeys + j];
+        mx = std::max(mx, x[j]);
+      }
+      if (mx == -kInf) {  // nothing visible: state kept, p = 0, alpha = 1
+        EXPECT_EQ(m[r], m0[r]) << r;
+        EXPECT_EQ(l[r], l0[r]) << r;
+        EXPECT_EQ(alpha[r], 1.0f) << r;
+        for (int64_t j = 0; j < n; ++j) EXPECT_EQ(s[r * kTileKeys + j], 0.0f) << r << " " << j;
+        continue;
+      }
+      const double a = m0[r] == -kInf ? 0.0 : std::exp(m0[r] - mx);
+      double sum = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const double p = std::exp(x[j] - mx);
+        sum += p;
+        EXPECT_NEAR(s[r * kTileKeys + j], p, 2e-6 * p + 1e-30) << r << " " << j;
+      }
+      EXPECT_NEAR(m[r], mx, 1e-5 * std::abs(mx) + 1e-6) << r;
+      EXPECT_NEAR(alpha[r], a, 1e-6) << r;
+      EXPECT_NEAR(l[r], a * l0[r] + sum, 1e-5 * (a * l0[r] + sum)) << r;
+    }
+  }
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Google Benchmark suite for the decode tile micro-kernels (decode_micro.hpp): one tile,
-// scores then pv, of n = 64 keys of one KV head against rows = 4 query rows (g = 4 query
+// scores then pv, of n = kTileKeys (128) keys of one KV head against rows = 4 query rows (g = 4 query
 // heads per KV head, one new token), dk = dv = 128, the shape the decode kernel calls them
 // with. int4 uses groups of 32 (tokens for keys, channels for values). Two sources: one
 // tile over and over (ring_MiB = 0: hot in L1/L2), and a ring of tiles holding 256 MiB of

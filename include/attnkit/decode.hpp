@@ -17,7 +17,7 @@
 // is read once per KV head (packed GQA). When there are fewer than 32 items per call,
 // each (sequence, KV head) is split along its keys (split-KV) and the partial results are
 // merged by their log-sum-exp; the split depends only on the shapes, so the result is the
-// same for any thread count. Tiles of 64 keys are read through a tile reader that resolves
+// same for any thread count. Tiles of 128 keys are read through a tile reader that resolves
 // the block table / ring once per run of consecutive slots, then either
 //   - computes straight from the stored bytes (AVX-512: bf16 with vdpbf16ps, int8 and
 //     int4 codes with vpdpwssd, their scales folded into the queries and probabilities;

@@ -118,11 +118,12 @@ ATTNKIT_AVX512 void pv_bf16_block(const uint32_t (*w)[kPairs], const uint16_t* c
 // as pairs (w16[2m], w16[2m+1]) in 32-bit values, zero past n; ws[r] the row's scale.
 ATTNKIT_AVX512 void int8_weight_pairs(const float* p, int R, const float* vscale, int64_t n, uint32_t (*w)[kPairs],
                                       float* ws) {
+  constexpr int kVectors = kTileKeys / 16;
   for (int r = 0; r < R; ++r) {
-    __m512 wv[4];
+    __m512 wv[kVectors];
     __m512 mx = _mm512_setzero_ps();
     __mmask16 bad = 0;
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < kVectors; ++i) {
       const __mmask16 in = first_lanes(n - 16 * i);
       wv[i] = _mm512_mul_ps(_mm512_maskz_loadu_ps(in, p + r * kTileKeys + 16 * i),
                             _mm512_maskz_loadu_ps(in, vscale + 16 * i));
@@ -133,7 +134,7 @@ ATTNKIT_AVX512 void int8_weight_pairs(const float* p, int R, const float* vscale
     float inv = 0;
     ws[r] = int16_scale(_mm512_reduce_max_ps(mx), bad == 0, 32767, &inv);
     const __m512 iv = _mm512_set1_ps(inv);
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < kVectors; ++i) {
       const __m256i w16 = ws[r] > 0 ? round_int16(wv[i], iv) : _mm256_setzero_si256();
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(w[r] + 8 * i), w16);
     }

@@ -38,7 +38,7 @@ constexpr double kU = 0x1p-24;
 constexpr float kUntouched = -12345.0f;
 
 const int64_t kRowCounts[] = {1, 3, 4, 5, 8};
-const int64_t kKeyCounts[] = {0, 1, 2, 17, 63, 64};
+const int64_t kKeyCounts[] = {0, 1, 2, 17, 63, 64, kTileKeys - 1, kTileKeys};
 const int64_t kWidths[] = {32, 64, 96, 128, 256};  // 96: int4 key rows end mid-chunk
 
 // Owns the stored rows; each add() is a fresh block with the row `misalign` bytes in.
@@ -574,7 +574,7 @@ TEST(DecodeMicroPv, Int4) {
 TEST(DecodeMicroPv, Int4ManyGroups) {
   for (int64_t G : {16, 48})
     for (int64_t rows : {1, 4, 5})
-      for (int64_t n : {17, 64})
+      for (int64_t n : {int64_t{17}, kTileKeys})
         for (int64_t dv : {512, 1024}) {
           check_pv_int4(rows, n, dv, G);
           if (HasFatalFailure()) return;

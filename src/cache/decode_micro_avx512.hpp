@@ -107,7 +107,7 @@ ATTNKIT_AVX512_INLINE __m512 dpwssd(__m512 acc, __m512i a, __m512i b) {
 // Prefetches into L2 the rows of the next tile that belong with keys [j0, j0 + step) of
 // this one (n keys), every cache line of their `bytes`; the last step takes the rest. Rows
 // only a few cache lines long, scattered by paging, give the hardware prefetcher little to
-// go on, and a whole tile ahead (16 KiB per stream at d = 128, bf16) covers DRAM latency.
+// go on, and a whole tile ahead (32 KiB per stream at d = 128, bf16) covers DRAM latency.
 ATTNKIT_AVX512_INLINE void prefetch_ahead(const Ahead& ahead, int64_t j0, int64_t step, int64_t n, int64_t bytes) {
   if (!ahead.rows) return;
   const int64_t to = j0 + step >= n ? ahead.n : std::min(j0 + step, ahead.n);

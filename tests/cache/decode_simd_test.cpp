@@ -56,8 +56,9 @@ TEST(DecodeSoftmaxTile, NaNScoresStayNaN) {
   EXPECT_NEAR(s[0], std::exp(-1.0f), 1e-7f);
 }
 
-// Rows are computed four at a time: every row of a block of 7 (4 + 3), with a mask bias, a
-// softcap and a row with nothing visible, against the online softmax in double.
+// Rows are computed four at a time: every row of 7 (a block of 4, then 3 alone), with a mask
+// bias, a softcap, rows new to the softmax and rows with nothing visible, against the
+// online softmax in double.
 TEST(DecodeSoftmaxTile, RowsInBlocksMatchAPlainOnlineSoftmax) {
   const SimdOps ops = simd_ops();
   constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -69,15 +70,18 @@ TEST(DecodeSoftmaxTile, RowsInBlocksMatchAPlainOnlineSoftmax) {
     std::vector<float> s(rows * kTileKeys), bias(rows * kTileKeys, 0.0f);
     std::vector<float> m(rows), l(rows), alpha(rows);
     for (int64_t r = 0; r < rows; ++r) {
-      m[r] = r == 2 ? -kInf : 1.5f * static_cast<float>(r % 3);  // row 2: nothing seen before
-      l[r] = r == 2 ? 0.0f : 2.0f;
+      const bool fresh = r == 2 || r == 6;  // nothing seen before
+      m[r] = fresh ? -kInf : 1.5f * static_cast<float>(r % 3);
+      l[r] = fresh ? 0.0f : 2.0f;
       for (int64_t j = 0; j < n; ++j) {
         s[r * kTileKeys + j] = static_cast<float>((j * 37 + r * 11) % 23) - 8.0f;
-        if (r == 5 || (j + r) % 5 == 0) bias[r * kTileKeys + j] = -kInf;  // row 5: all masked
+        // Rows 5 and 6 all masked; 6 has then still seen nothing.
+        if (r == 5 || r == 6 || (j + r) % 5 == 0) bias[r * kTileKeys + j] = -kInf;
       }
     }
     const std::vector<float> s0 = s, m0 = m, l0 = l;
     ops.softmax_tile(s.data(), rows, n, prm, bias.data(), m.data(), l.data(), alpha.data());
+    int empty_rows = 0;
     for (int64_t r = 0; r < rows; ++r) {
       std::vector<double> x(n);
       double mx = m0[r];
@@ -88,6 +92,7 @@ TEST(DecodeSoftmaxTile, RowsInBlocksMatchAPlainOnlineSoftmax) {
         mx = std::max(mx, x[j]);
       }
       if (mx == -kInf) {  // nothing visible: state kept, p = 0, alpha = 1
+        ++empty_rows;
         EXPECT_EQ(m[r], m0[r]) << r;
         EXPECT_EQ(l[r], l0[r]) << r;
         EXPECT_EQ(alpha[r], 1.0f) << r;
@@ -105,6 +110,7 @@ TEST(DecodeSoftmaxTile, RowsInBlocksMatchAPlainOnlineSoftmax) {
       EXPECT_NEAR(alpha[r], a, 1e-6) << r;
       EXPECT_NEAR(l[r], a * l0[r] + sum, 1e-5 * (a * l0[r] + sum)) << r;
     }
+    EXPECT_EQ(empty_rows, 1);
   }
 }
 

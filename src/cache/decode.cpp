@@ -215,14 +215,18 @@ class TileStep {
   // Rows [j, j + run) of r are slots [slot, slot + run) of one block.
   void locate_rows(const detail::KvRegion& kreg, const detail::KvRegion& vreg, TileRows& r, int64_t j, int64_t slot,
                    int64_t run) const {
-    // Pointer steps, no products or divisions per key: this runs for every key of a step.
     const std::byte* kc = kreg.codes + slot * kreg.row_bytes;
     const std::byte* vc = vreg.codes + slot * vreg.row_bytes;
-    for (int64_t x = 0; x < run; ++x, kc += kreg.row_bytes, vc += vreg.row_bytes) {
-      r.krows[j + x] = kc;
-      r.vrows[j + x] = vc;
+    if (!r.fast) {
+      // Pointer steps, no products or divisions per key: this runs for every key of a step.
+      for (int64_t x = 0; x < run; ++x, kc += kreg.row_bytes, vc += vreg.row_bytes) {
+        r.krows[j + x] = kc;
+        r.vrows[j + x] = vc;
+      }
+      return;
     }
-    if (!r.fast) return;
+    fill_rows_avx512(kc, kreg.row_bytes, run, r.krows + j);
+    fill_rows_avx512(vc, vreg.row_bytes, run, r.vrows + j);
     const auto* kp = reinterpret_cast<const uint16_t*>(kreg.params);
     const auto* vp = reinterpret_cast<const uint16_t*>(vreg.params);
     if (kreg.storage == KvStorage::int8) {
@@ -236,16 +240,18 @@ class TileStep {
     } else if (kreg.storage == KvStorage::int4) {
       const int64_t ng = int4_value_groups(p_.dv, vreg.group), G = kreg.group;
       const int64_t g0 = slot / G, g1 = (slot + run - 1) / G;
-      const uint16_t* ks = kp + g0 * 2 * p_.dk;  // key group g: scales, then zeros
-      const uint16_t* vs = vp + slot * ng;
-      const uint16_t* vz = vp + vreg.slots * ng + slot * ng;
-      for (int64_t x = 0, in_group = slot - g0 * G; x < run; ++x, vs += ng, vz += ng) {
-        r.kpar_s[j + x] = ks;
-        r.kpar_z[j + x] = ks + p_.dk;
-        r.vpar_s[j + x] = vs;
-        r.vpar_z[j + x] = vz;
-        if (++in_group == G) in_group = 0, ks += 2 * p_.dk;
+      const auto fill = [&](const uint16_t* base, int64_t step, int64_t count, const uint16_t** out) {
+        fill_rows_avx512(base, step * 2, count, reinterpret_cast<const void**>(out));
+      };
+      // Key group g: its dk scales, then its dk zeros; every key of a group shares them.
+      for (int64_t g = g0, x = 0; g <= g1; ++g) {
+        const int64_t count = std::min((g + 1) * G, slot + run) - (slot + x);
+        fill(kp + g * 2 * p_.dk, 0, count, r.kpar_s + j + x);
+        fill(kp + g * 2 * p_.dk + p_.dk, 0, count, r.kpar_z + j + x);
+        x += count;
       }
+      fill(vp + slot * ng, ng, run, r.vpar_s + j);
+      fill(vp + vreg.slots * ng + slot * ng, ng, run, r.vpar_z + j);
       // The kernels read these parameters where they lie: prefetched, as the int8 scales.
       prefetch_bytes(kp + g0 * 2 * p_.dk, (g1 - g0 + 1) * 4 * p_.dk);
       prefetch_bytes(vp + slot * ng, 2 * run * ng);

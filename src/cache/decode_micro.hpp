@@ -98,6 +98,11 @@ bool avx512_available();
 // and for int4 values G a multiple of 16.
 bool avx512_supports(int64_t dk, int64_t dv, int64_t G);
 
+// out[x] = base + x * stride bytes for x < n: a run's per-key row or parameter pointers,
+// eight to a store (the driver writes up to six of them per key and tile; one at a time,
+// they were 7 % of an int4 decode step). stride 0 repeats base (a key group's parameters).
+void fill_rows_avx512(const void* base, int64_t stride, int64_t n, const void** out);
+
 void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n,
                         float* s, const Ahead& ahead = {});
 void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc,

@@ -40,6 +40,16 @@ bool avx512_available() {
   return ok;
 }
 
+ATTNKIT_AVX512 void fill_rows_avx512(const void* base, int64_t stride, int64_t n, const void** out) {
+  alignas(64) int64_t first[8];
+  for (int i = 0; i < 8; ++i) first[i] = reinterpret_cast<int64_t>(base) + i * stride;
+  __m512i at = _mm512_load_si512(first);
+  const __m512i step = _mm512_set1_epi64(8 * stride);
+  int64_t x = 0;
+  for (; x + 8 <= n; x += 8, at = _mm512_add_epi64(at, step)) _mm512_storeu_si512(out + x, at);
+  if (x < n) _mm512_mask_storeu_epi64(out + x, static_cast<__mmask8>((1u << (n - x)) - 1), at);
+}
+
 namespace {
 
 using namespace avx512;
@@ -202,6 +212,7 @@ namespace {
 [[noreturn]] void unavailable() { throw Error("decode: the AVX-512 micro-kernels need an x86-64 CPU"); }
 }  // namespace
 
+void fill_rows_avx512(const void*, int64_t, int64_t, const void**) { unavailable(); }
 void scores_bf16_avx512(const uint16_t*, int64_t, int64_t, const uint16_t* const*, int64_t, float*, const Ahead&) {
   unavailable();
 }

@@ -210,6 +210,20 @@ TEST(DecodeMicroQ16, SupportedWidths) {
   EXPECT_FALSE(avx512_supports(0, 128, 32));
 }
 
+TEST(DecodeMicroRows, FillWritesExactlyTheProgression) {
+  if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available";
+  alignas(64) static const std::byte base[4096] = {};
+  for (const int64_t stride : {int64_t{0}, int64_t{16}, int64_t{-8}, int64_t{12}})  // all inside base
+    for (const int64_t n : {0, 1, 7, 8, 9, 16, 17, 127, 128}) {
+      std::vector<const void*> out(static_cast<size_t>(n) + 9, nullptr);  // guard entries past n stay null
+      const std::byte* from = base + 2048;
+      fill_rows_avx512(from + 1, stride, n, out.data() + 1);
+      EXPECT_EQ(out[0], nullptr);
+      for (int64_t x = 0; x < n; ++x) ASSERT_EQ(out[static_cast<size_t>(x) + 1], from + 1 + x * stride) << stride << " " << x;
+      for (size_t i = static_cast<size_t>(n) + 1; i < out.size(); ++i) ASSERT_EQ(out[i], nullptr) << stride << " " << n;
+    }
+}
+
 // ---- bf16 ----
 
 struct Bf16Keys {

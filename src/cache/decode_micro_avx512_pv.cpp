@@ -36,6 +36,20 @@ void for_channel_blocks(int64_t c0, int64_t dv, Body&& body) {
   if constexpr (CB > 1) for_channel_blocks<CB / 2>(c0, dv, body);
 }
 
+// Calls body.template operator()<R>(r0) on blocks of R = 2 rows, then on a last single row.
+// bf16 pv takes its rows in pairs: with 16 accumulators a pair covers 128 channels per pass,
+// so the pass that streams the tile in reads each row (256 bytes at d = 128) whole and in
+// order, where blocks of 4 rows cover 64 channels and read every row in two halves, passes
+// apart. Decode at d = 128 on 2 threads measured 4-10 % faster (interleaved runs), though the
+// V rows are interleaved twice. int8 (whose rows, 128 bytes, are widened to int16 per pass)
+// measured no faster and keeps blocks of 4.
+template <class Body>
+void for_row_pairs(int64_t rows, Body&& body) {
+  int64_t r0 = 0;
+  for (; r0 + 2 <= rows; r0 += 2) body.template operator()<2>(r0);
+  if (r0 < rows) body.template operator()<1>(r0);
+}
+
 // pv blocks keep 2 * R * CB accumulators: 16 of the 32 registers.
 template <int R>
 constexpr int kPvChunks = R >= 3 ? 2 : 8 / R;
@@ -196,13 +210,14 @@ void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, 
   if (n <= 0) return;
   const uint16_t* v[kTileKeys + 1];
   const int64_t pairs = pair_rows(vrows, n, v);
-  for_row_blocks(rows, [&]<int R>(int64_t r0) {
+  const auto block = [&]<int R>(int64_t r0) {
     uint32_t w[R][kPairs];
     bf16_weight_pairs(p + r0 * kTileKeys, R, n, w);
     for_channel_blocks<kPvChunks<R>>(0, dv, [&]<int CB>(int64_t c0) {
       pv_bf16_block<R, CB>(w, v, pairs, c0, acc + r0 * dv, dv, ahead, r0 + c0 == 0 ? 2 * dv : 0);
     });
-  });
+  };
+  for_row_pairs(rows, block);
 }
 
 void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n,
@@ -210,14 +225,15 @@ void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, co
   if (n <= 0) return;
   const int8_t* v[kTileKeys + 1];
   const int64_t pairs = pair_rows(vrows, n, v);
-  for_row_blocks(rows, [&]<int R>(int64_t r0) {
+  const auto block = [&]<int R>(int64_t r0) {
     uint32_t w[R][kPairs];
     float ws[R];
     int8_weight_pairs(p + r0 * kTileKeys, R, vscale, n, w, ws);
     for_channel_blocks<kPvChunks<R>>(0, dv, [&]<int CB>(int64_t c0) {
       pv_int8_block<R, CB>(w, ws, v, pairs, c0, acc + r0 * dv, dv, ahead, r0 + c0 == 0 ? dv : 0);
     });
-  });
+  };
+  for_row_blocks(rows, block);
 }
 
 }  // namespace attnkit::decode

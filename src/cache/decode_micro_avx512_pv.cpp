@@ -225,15 +225,14 @@ void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, co
   if (n <= 0) return;
   const int8_t* v[kTileKeys + 1];
   const int64_t pairs = pair_rows(vrows, n, v);
-  const auto block = [&]<int R>(int64_t r0) {
+  for_row_blocks(rows, [&]<int R>(int64_t r0) {
     uint32_t w[R][kPairs];
     float ws[R];
     int8_weight_pairs(p + r0 * kTileKeys, R, vscale, n, w, ws);
     for_channel_blocks<kPvChunks<R>>(0, dv, [&]<int CB>(int64_t c0) {
       pv_int8_block<R, CB>(w, ws, v, pairs, c0, acc + r0 * dv, dv, ahead, r0 + c0 == 0 ? dv : 0);
     });
-  };
-  for_row_blocks(rows, block);
+  });
 }
 
 }  // namespace attnkit::decode

@@ -118,12 +118,12 @@ ATTNKIT_AVX512_INLINE void scores_bf16_block(const uint16_t* q, int64_t dk, cons
 
 template <int R>
 ATTNKIT_AVX512 void scores_bf16_rows(const uint16_t* q, int64_t dk, const uint16_t* const* krows, int64_t n, float* s,
-                                     const Ahead& ahead) {
+                                     Spread& spread) {
   constexpr int KB = 16 / R;
   const uint16_t* k[KB];
   for (int64_t j0 = 0; j0 < n; j0 += KB) {
     const int64_t keys = std::min<int64_t>(KB, n - j0);
-    prefetch_ahead(ahead, j0, KB, n, 2 * dk);
+    spread.advance(R * keys);
     for (int j = 0; j < KB; ++j) k[j] = j < keys ? krows[j0 + j] : zero_row<uint16_t>();
     scores_bf16_block<R, KB>(q, dk, k, s, j0, keys);
   }
@@ -167,7 +167,7 @@ ATTNKIT_AVX512_INLINE void scores_int8_block(const int8_t* q8, __m512 row_scale,
 
 template <int R>
 ATTNKIT_AVX512 void scores_int8_rows(const int8_t* q8, const float* qs, int64_t dk, const int8_t* const* krows,
-                                     const float* kscale, int64_t n, float* s, const Ahead& ahead) {
+                                     const float* kscale, int64_t n, float* s, Spread& spread) {
   constexpr int KB = 16 / R;
   // Per lane r * KB + j: the row's scale, and 128 * sum_c q8[r][c].
   alignas(64) int32_t offset[16] = {};
@@ -182,7 +182,7 @@ ATTNKIT_AVX512 void scores_int8_rows(const int8_t* q8, const float* qs, int64_t 
   const int8_t* k[KB];
   for (int64_t j0 = 0; j0 < n; j0 += KB) {
     const int64_t keys = std::min<int64_t>(KB, n - j0);
-    prefetch_ahead(ahead, j0, KB, n, dk);
+    spread.advance(R * keys);
     for (int j = 0; j < KB; ++j) k[j] = j < keys ? krows[j0 + j] : zero_row<int8_t>();
     scores_int8_block<R, KB>(q8, row_scale, row_offset, dk, k, kscale, s, j0, keys);
   }
@@ -192,15 +192,15 @@ ATTNKIT_AVX512 void scores_int8_rows(const int8_t* q8, const float* qs, int64_t 
 
 void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n,
                         float* s, const Ahead& ahead) {
-  for_row_blocks(rows, [&]<int R>(int64_t r0) {
-    scores_bf16_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, r0 == 0 ? ahead : Ahead{});
-  });
+  Spread spread(ahead, 2 * dk, rows * n);
+  for_row_blocks(rows, [&]<int R>(int64_t r0) { scores_bf16_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, spread); });
 }
 
 void scores_int8_avx512(const int8_t* q8, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
                         const float* kscale, int64_t n, float* s, const Ahead& ahead) {
+  Spread spread(ahead, dk, rows * n);
   for_row_blocks(rows, [&]<int R>(int64_t r0) {
-    scores_int8_rows<R>(q8 + r0 * dk, qs + r0, dk, krows, kscale, n, s + r0 * kTileKeys, r0 == 0 ? ahead : Ahead{});
+    scores_int8_rows<R>(q8 + r0 * dk, qs + r0, dk, krows, kscale, n, s + r0 * kTileKeys, spread);
   });
 }
 

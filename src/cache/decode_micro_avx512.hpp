@@ -104,18 +104,32 @@ ATTNKIT_AVX512_INLINE __m512 dpwssd(__m512 acc, __m512i a, __m512i b) {
   return acc;
 }
 
-// Prefetches into L2 the rows of the next tile that belong with keys [j0, j0 + step) of
-// this one (n keys), every cache line of their `bytes`; the last step takes the rest. Rows
-// only a few cache lines long, scattered by paging, give the hardware prefetcher little to
-// go on, and a whole tile ahead (32 KiB per stream at d = 128, bf16) covers DRAM latency.
-ATTNKIT_AVX512_INLINE void prefetch_ahead(const Ahead& ahead, int64_t j0, int64_t step, int64_t n, int64_t bytes) {
-  if (!ahead.rows) return;
-  const int64_t to = j0 + step >= n ? ahead.n : std::min(j0 + step, ahead.n);
-  for (int64_t j = j0; j < to; ++j) {
-    const uintptr_t first = reinterpret_cast<uintptr_t>(ahead.rows[j]);
-    for (uintptr_t line = first & ~uintptr_t{63}; line < first + bytes; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
+// Prefetches into L2 the next tile's rows (`bytes` each, every cache line) in proportion to
+// the work of this tile done so far: a kernel with `work` units in all calls advance(u)
+// after each step of u units, and the requests go out at the even rate of its compute,
+// over every pass it makes, rather than in a burst in the first one. A burst fills the
+// core's miss queue, where the requests beyond it wait or are dropped, and leaves the
+// other passes with nothing in flight: spreading P V's prefetches over both of its row
+// passes made bf16 decode 5-14 % faster and int8 8 %. Rows only a few cache lines long,
+// scattered by paging, give the hardware prefetcher little to go on, and a whole tile
+// ahead (32 KiB per stream at d = 128, bf16) covers DRAM latency.
+class Spread {
+ public:
+  Spread(const Ahead& ahead, int64_t bytes, int64_t work) : ahead_(ahead), bytes_(bytes), share_(ahead.n, work) {}
+
+  ATTNKIT_AVX512_INLINE void advance(int64_t units) {
+    if (!ahead_.rows) return;
+    for (int64_t j = share_.next(), to = share_.advance(units); j < to; ++j) {
+      const uintptr_t first = reinterpret_cast<uintptr_t>(ahead_.rows[j]);
+      for (uintptr_t line = first & ~uintptr_t{63}; line < first + bytes_; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
+    }
   }
-}
+
+ private:
+  Ahead ahead_;
+  int64_t bytes_;
+  EvenShare share_;
+};
 
 }  // namespace attnkit::decode::avx512

@@ -346,13 +346,14 @@ ATTNKIT_AVX512_INLINE int run_end(const uint16_t* const* kscale, const uint16_t*
 template <int R>
 ATTNKIT_AVX512 void scores_int4_rows(const float* q, int64_t dk, const uint8_t* const* krows,
                                      const uint16_t* const* kscale, const uint16_t* const* kzero, int64_t n, float* s,
-                                     KeyOperand& op, const Ahead& ahead) {
+                                     KeyOperand& op, Spread& shared) {
+  Spread spread = shared;  // a local copy, kept in registers (vector stores may alias the caller's)
   split_queries<R>(q, dk, op);
   op.scale = op.zero = nullptr;
   const uint8_t* last[16];  // a last, partial block's rows, padded with the zero row
   for (int64_t j0 = 0; j0 < n; j0 += 16) {
     const int keys = static_cast<int>(std::min<int64_t>(16, n - j0));
-    prefetch_ahead(ahead, j0, 16, n, dk / 2);
+    spread.advance(R * keys);
     const uint8_t* const* k = krows + j0;
     if (keys < 16) {
       for (int j = 0; j < 16; ++j) last[j] = j < keys ? k[j] : zero_row<uint8_t>();
@@ -385,6 +386,7 @@ ATTNKIT_AVX512 void scores_int4_rows(const float* q, int64_t dk, const uint8_t* 
       _mm512_mask_storeu_ps(s + r * kTileKeys + j0, first_lanes(keys), v);
     }
   }
+  shared = spread;
 }
 
 // ---- pv ----
@@ -477,7 +479,8 @@ template <int R>
 ATTNKIT_AVX512 __attribute__((noinline)) void value_weights(const float* p, const uint16_t* const* vscale,
                                                             const uint16_t* const* vzero, int64_t n,
                                                             const ValueLayout& lay, ValueWeights& w,
-                                                            const Ahead& ahead, int64_t row_bytes) {
+                                                            Spread& shared) {
+  Spread spread = shared;  // a local copy, kept in registers (vector stores may alias the caller's)
   const int64_t quads = w.quads(), slices = lay.slices, groups = lay.groups;
   // Pointers taken up front: every vector store may alias w, whose fields GCC would reload.
   float* const scales = w.scale(0);   // quad q at q * 16
@@ -495,7 +498,7 @@ ATTNKIT_AVX512 __attribute__((noinline)) void value_weights(const float* p, cons
     for (int r = 0; r < R; ++r) mx[r] = zs[r] = _mm512_setzero_ps();
     __m512 nan = _mm512_setzero_ps();
     for (int64_t q = 0; q < quads; ++q) {
-      if (s == 0) prefetch_ahead(ahead, 4 * q, 4, 4 * quads, row_bytes);
+      if (s == 0) spread.advance(R);
       const bool whole = slice_words == 0xF && 4 * q + 4 <= n;
       const __m512 scale = quad_params(vscale, q, s, n, slice_words, whole);
       const __m512 zero = quad_params(vzero, q, s, n, slice_words, whole);
@@ -542,6 +545,7 @@ ATTNKIT_AVX512 __attribute__((noinline)) void value_weights(const float* p, cons
                          _mm512_packus_epi16(_mm512_packs_epi32(x[0], x[1]), _mm512_packs_epi32(x[2], x[3])));
     }
   }
+  shared = spread;
 }
 
 // The 32-bit word at base + 4 (index + At), broadcast. Base plus index plus displacement
@@ -654,9 +658,9 @@ void scores_int4_avx512(const float* q, int64_t rows, int64_t dk, const uint8_t*
                         const Ahead& ahead) {
   if (n <= 0) return;
   KeyOperand op(dk);
+  Spread spread(ahead, dk / 2, rows * n);
   for_row_blocks(rows, [&]<int R>(int64_t r0) {
-    scores_int4_rows<R>(q + r0 * dk, dk, krows, kscale, kzero, n, s + r0 * kTileKeys, op,
-                        r0 == 0 ? ahead : Ahead{});
+    scores_int4_rows<R>(q + r0 * dk, dk, krows, kscale, kzero, n, s + r0 * kTileKeys, op, spread);
   });
 }
 
@@ -668,8 +672,9 @@ void pv_int4_avx512(const float* p, int64_t rows, const uint8_t* const* vrows, c
   ValueWeights w(n, lay);
   const uint8_t* v[kTileKeys];  // padded to whole quads with the zero row
   for (int64_t j = 0; j < 4 * w.quads(); ++j) v[j] = j < n ? vrows[j] : zero_row<uint8_t>();
+  Spread spread(ahead, dv / 2, rows * w.quads());
   for_row_blocks(rows, [&]<int R>(int64_t r0) {
-    value_weights<R>(p + r0 * kTileKeys, vscale, vzero, n, lay, w, r0 == 0 ? ahead : Ahead{}, dv / 2);
+    value_weights<R>(p + r0 * kTileKeys, vscale, vzero, n, lay, w, spread);
     for_pieces<kPvPieces<R>>(0, dv, [&]<int P>(int64_t c0) {
       pv_int4_block<R, P>(w, lay, v, c0, acc + r0 * dv, dv);
     });

@@ -86,15 +86,14 @@ ATTNKIT_AVX512 void bf16_weight_pairs(const float* p, int R, int64_t n, uint32_t
 
 template <int R, int CB>
 ATTNKIT_AVX512 void pv_bf16_block(const uint32_t (*w)[kPairs], const uint16_t* const* v, int64_t pairs, int64_t c0,
-                                  float* acc, int64_t dv, const Ahead& ahead, int64_t prefetch_bytes) {
+                                  float* acc, int64_t dv, Spread& spread) {
   __m512 lo[R][CB], hi[R][CB];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int b = 0; b < CB; ++b) lo[r][b] = hi[r][b] = _mm512_setzero_ps();
-  // The first block of a tile streams the rows in; the others find them in cache.
   for (int64_t m = 0; m < pairs; ++m) {
-    if (prefetch_bytes) prefetch_ahead(ahead, 2 * m, 2, 2 * pairs, prefetch_bytes);
+    spread.advance(R * CB);
     const uint16_t* a = v[2 * m] + c0;
     const uint16_t* b = v[2 * m + 1] + c0;
     __m512bh il[CB], ih[CB];
@@ -157,15 +156,14 @@ ATTNKIT_AVX512 void int8_weight_pairs(const float* p, int R, const float* vscale
 
 template <int R, int CB>
 ATTNKIT_AVX512 void pv_int8_block(const uint32_t (*w)[kPairs], const float* ws, const int8_t* const* v, int64_t pairs,
-                                  int64_t c0, float* acc, int64_t dv, const Ahead& ahead, int64_t prefetch_bytes) {
+                                  int64_t c0, float* acc, int64_t dv, Spread& spread) {
   __m512 lo[R][CB], hi[R][CB];  // int32 sums
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int b = 0; b < CB; ++b) lo[r][b] = hi[r][b] = _mm512_setzero_ps();
-  // The first block of a tile streams the rows in; the others find them in cache.
   for (int64_t m = 0; m < pairs; ++m) {
-    if (prefetch_bytes) prefetch_ahead(ahead, 2 * m, 2, 2 * pairs, prefetch_bytes);
+    spread.advance(R * CB);
     const int8_t* a = v[2 * m] + c0;
     const int8_t* b = v[2 * m + 1] + c0;
     __m512i il[CB], ih[CB];
@@ -210,11 +208,12 @@ void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, 
   if (n <= 0) return;
   const uint16_t* v[kTileKeys + 1];
   const int64_t pairs = pair_rows(vrows, n, v);
+  Spread spread(ahead, 2 * dv, rows * (dv / 32) * pairs);
   const auto block = [&]<int R>(int64_t r0) {
     uint32_t w[R][kPairs];
     bf16_weight_pairs(p + r0 * kTileKeys, R, n, w);
     for_channel_blocks<kPvChunks<R>>(0, dv, [&]<int CB>(int64_t c0) {
-      pv_bf16_block<R, CB>(w, v, pairs, c0, acc + r0 * dv, dv, ahead, r0 + c0 == 0 ? 2 * dv : 0);
+      pv_bf16_block<R, CB>(w, v, pairs, c0, acc + r0 * dv, dv, spread);
     });
   };
   for_row_pairs(rows, block);
@@ -225,12 +224,13 @@ void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, co
   if (n <= 0) return;
   const int8_t* v[kTileKeys + 1];
   const int64_t pairs = pair_rows(vrows, n, v);
+  Spread spread(ahead, dv, rows * (dv / 32) * pairs);
   for_row_blocks(rows, [&]<int R>(int64_t r0) {
     uint32_t w[R][kPairs];
     float ws[R];
     int8_weight_pairs(p + r0 * kTileKeys, R, vscale, n, w, ws);
     for_channel_blocks<kPvChunks<R>>(0, dv, [&]<int CB>(int64_t c0) {
-      pv_int8_block<R, CB>(w, ws, v, pairs, c0, acc + r0 * dv, dv, ahead, r0 + c0 == 0 ? dv : 0);
+      pv_int8_block<R, CB>(w, ws, v, pairs, c0, acc + r0 * dv, dv, spread);
     });
   });
 }

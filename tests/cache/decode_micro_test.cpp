@@ -224,6 +224,27 @@ TEST(DecodeMicroRows, FillWritesExactlyTheProgression) {
     }
 }
 
+// The prefetch schedule: after d of `work` units, exactly rows [0, floor(d * n / work)) are
+// out, in order and never twice, whatever the steps (the kernels' steps differ per pass).
+TEST(DecodeMicroRows, EvenShareHandsOutRowsInProportionToWork) {
+  for (const int64_t n : {0, 1, 7, 64, 128})
+    for (const int64_t work : {1, 3, 16, 512, 4096})
+      for (const int64_t step : {1, 2, 5, 16}) {
+        EvenShare share(n, work);
+        int64_t done = 0, end = 0;
+        while (done < work) {
+          const int64_t units = std::min(step + done % 3, work - done);  // uneven steps
+          done += units;
+          const int64_t to = share.advance(units);
+          ASSERT_GE(to, end);
+          ASSERT_EQ(to, done * n / work) << n << " " << work << " " << step << " " << done;
+          end = to;
+        }
+        EXPECT_EQ(end, n);
+        EXPECT_EQ(share.advance(7), n);  // nothing past the tile
+      }
+}
+
 // ---- bf16 ----
 
 struct Bf16Keys {

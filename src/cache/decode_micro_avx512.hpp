@@ -107,12 +107,12 @@ ATTNKIT_AVX512_INLINE __m512 dpwssd(__m512 acc, __m512i a, __m512i b) {
 // Prefetches into L2 the next tile's rows (`bytes` each, every cache line) in proportion to
 // the work of this tile done so far: a kernel with `work` units in all calls advance(u)
 // after each step of u units, and the requests go out at the even rate of its compute,
-// over every pass it makes, rather than in a burst in the first one. A burst fills the
-// core's miss queue, where the requests beyond it wait or are dropped, and leaves the
-// other passes with nothing in flight: spreading P V's prefetches over both of its row
-// passes made bf16 decode 5-14 % faster and int8 8 %. Rows only a few cache lines long,
-// scattered by paging, give the hardware prefetcher little to go on, and a whole tile
-// ahead (32 KiB per stream at d = 128, bf16) covers DRAM latency.
+// over every pass it makes, rather than in a burst in the first one. A burst can only
+// overfill the core's miss queue, and it leaves the other passes with nothing in flight:
+// spreading P V's prefetches over both of its row passes made bf16 decode 1-6 % faster on
+// 2 threads and 10 % on 1, and int8 11 %. Rows only a few cache lines long, scattered by
+// paging, give the hardware prefetcher little to go on, and a whole tile ahead (32 KiB
+// per stream at d = 128, bf16) covers DRAM latency.
 class Spread {
  public:
   Spread(const Ahead& ahead, int64_t bytes, int64_t work) : ahead_(ahead), bytes_(bytes), share_(ahead.n, work) {}

@@ -31,7 +31,7 @@ namespace {
 constexpr int64_t kRows = 4, kD = 128, kN = kTileKeys, kG = 32;
 constexpr int64_t kVGroups = kD / kG;
 
-enum class Format { bf16, int8, int4 };
+enum class Format { bf16, f16, int8, int4 };
 
 // CPU time of this thread: like the rates Google Benchmark reports (CPU time by default), it
 // leaves out the time the thread waits while other processes run on a shared machine.
@@ -72,7 +72,7 @@ struct Ring {
   Format format;
   int64_t tiles = 0;
   int64_t stored_bytes_per_tile = 0;
-  std::vector<uint16_t> kb, vb;  // bf16 rows [tile][key][kD]
+  std::vector<uint16_t> kb, vb;  // bf16 or f16 rows [tile][key][kD]
   std::vector<int8_t> k8, v8;    // int8 codes [tile][key][kD]
   std::vector<float> k8s, v8s;   // int8 scales [tile][key] (f32, as the driver passes them)
   std::vector<uint8_t> k4, v4;   // int4 codes [tile][key][kD / 2]
@@ -83,6 +83,7 @@ struct Ring {
 int64_t stored_bytes_per_tile(Format f) {
   switch (f) {
     case Format::bf16:
+    case Format::f16:
       return 2 * kN * kD * 2;
     case Format::int8:
       return 2 * (kN * kD + kN * 2);
@@ -102,6 +103,7 @@ std::unique_ptr<Ring> make_ring(Format f, int64_t ring_mib) {
   const int64_t T = ring->tiles;
   switch (f) {
     case Format::bf16:
+    case Format::f16:
       ring->kb.resize(T * kN * kD), ring->vb.resize(T * kN * kD);
       break;
     case Format::int8:
@@ -122,8 +124,9 @@ std::unique_ptr<Ring> make_ring(Format f, int64_t ring_mib) {
       for (int64_t j = 0; j < kN; ++j) {
         const float* xr = &x[j * kD];
         const int64_t row = t * kN + j;
-        if (f == Format::bf16)
-          for (int64_t c = 0; c < kD; ++c) (kv ? ring->vb : ring->kb)[row * kD + c] = float_to_bf16(xr[c]);
+        if (f == Format::bf16 || f == Format::f16)
+          for (int64_t c = 0; c < kD; ++c)
+            (kv ? ring->vb : ring->kb)[row * kD + c] = f == Format::f16 ? float_to_f16(xr[c]) : float_to_bf16(xr[c]);
         if (f == Format::int8) {
           uint16_t s16;
           quantize_int8_row(xr, kD, &(kv ? ring->v8 : ring->k8)[row * kD], &s16);
@@ -189,7 +192,8 @@ void run_tile(const Ring& ring, int64_t t, Operands& o, bool simd) {
   for (int64_t j = 0; j < kN; ++j) {
     const int64_t row = next * kN + j;
     switch (ring.format) {
-      case Format::bf16: kn[j] = &ring.kb[row * kD], vn[j] = &ring.vb[row * kD]; break;
+      case Format::bf16:
+      case Format::f16: kn[j] = &ring.kb[row * kD], vn[j] = &ring.vb[row * kD]; break;
       case Format::int8: kn[j] = &ring.k8[row * kD], vn[j] = &ring.v8[row * kD]; break;
       case Format::int4: kn[j] = &ring.k4[row * kD / 2], vn[j] = &ring.v4[row * kD / 2]; break;
     }
@@ -205,6 +209,18 @@ void run_tile(const Ring& ring, int64_t t, Operands& o, bool simd) {
       } else {
         scores_bf16_ref(o.qb.data(), kRows, kD, k, kN, o.s.data());
         pv_bf16_ref(o.p.data(), kRows, v, kN, kD, o.acc.data());
+      }
+      break;
+    }
+    case Format::f16: {
+      const uint16_t *k[kN], *v[kN];
+      for (int64_t j = 0; j < kN; ++j) k[j] = &ring.kb[(t * kN + j) * kD], v[j] = &ring.vb[(t * kN + j) * kD];
+      if (simd) {
+        scores_f16_avx512(o.q.data(), kRows, kD, k, kN, o.s.data(), ka);
+        pv_f16_avx512(o.p.data(), kRows, v, kN, kD, o.acc.data(), va);
+      } else {
+        scores_f16_ref(o.q.data(), kRows, kD, k, kN, o.s.data());
+        pv_f16_ref(o.p.data(), kRows, v, kN, kD, o.acc.data());
       }
       break;
     }
@@ -279,6 +295,8 @@ void BM_DecodeMicro(benchmark::State& state, Format f, bool simd) {
       ->Unit(benchmark::kNanosecond)
 DECODE_MICRO_CASE(bf16_reference, Format::bf16, false);
 DECODE_MICRO_CASE(bf16_avx512, Format::bf16, true);
+DECODE_MICRO_CASE(f16_reference, Format::f16, false);
+DECODE_MICRO_CASE(f16_avx512, Format::f16, true);
 DECODE_MICRO_CASE(int8_reference, Format::int8, false);
 DECODE_MICRO_CASE(int8_avx512, Format::int8, true);
 DECODE_MICRO_CASE(int4_reference, Format::int4, false);

@@ -32,7 +32,7 @@ constexpr int64_t kMinChunkTiles = 8;
 struct Kernels {
   SimdOps simd;
   flash::SimdOps convert;  // bf16 / f16 -> f32 rows
-  bool stored;             // stored-byte micro-kernels for bf16 / int8 / int4 tiles
+  bool stored;             // stored-byte micro-kernels for bf16 / f16 / int8 / int4 tiles
 };
 
 // One tile's K / V rows as the kernels take them: a pointer per key (one block-table / ring
@@ -146,6 +146,9 @@ class TileStep {
       case KvStorage::bf16:
         scores_bf16_avx512(w_.qb.data(), p_.rows, p_.dk, rows(r.krows, kU16), r.n, s, kahead_);
         break;
+      case KvStorage::f16:
+        scores_f16_avx512(w_.q.data(), p_.rows, p_.dk, rows(r.krows, kU16), r.n, s, kahead_);
+        break;
       case KvStorage::int8:
         scores_int8_avx512(w_.q8.data(), w_.qs.data(), p_.rows, p_.dk, rows(r.krows, kI8), r.kscale, r.n, s,
                            kahead_);
@@ -167,6 +170,9 @@ class TileStep {
     switch (r.fast ? r.storage : KvStorage::f32) {
       case KvStorage::bf16:
         pv_bf16_avx512(s, p_.rows, rows(r.vrows, kU16), r.n, p_.dv, acc, vahead_);
+        break;
+      case KvStorage::f16:
+        pv_f16_avx512(s, p_.rows, rows(r.vrows, kU16), r.n, p_.dv, acc, vahead_);
         break;
       case KvStorage::int8:
         pv_int8_avx512(s, p_.rows, rows(r.vrows, kI8), r.vscale, r.n, p_.dv, acc, vahead_);
@@ -367,8 +373,8 @@ void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64
   static const flash::SimdOps convert = flash::simd_ops();
   Kernels k{simd, convert, false};
   const bool int4 = cfg.storage == KvStorage::int4;
-  k.stored = opts.kernel == DecodeKernel::automatic &&
-             (cfg.storage == KvStorage::bf16 || cfg.storage == KvStorage::int8 || int4) && avx512_available() &&
+  const bool stored_format = cfg.storage != KvStorage::f32;  // bf16, f16, int8, int4
+  k.stored = opts.kernel == DecodeKernel::automatic && stored_format && avx512_available() &&
              avx512_supports(p.dk, p.dv, int4 ? cfg.group : 0) && cache.rope() == nullptr;
 
   // Work items, and the split of each (sequence, KV head) along its keys.

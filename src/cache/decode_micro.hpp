@@ -1,6 +1,6 @@
 // Internal interface of the decode kernel's storage-specific tile micro-kernels: the two
 // products of one KV tile, S = Q K^T and O += P V, computed straight from the cache's
-// stored bytes (bf16 values, or int8 / int4 codes with their scales folded in) instead of
+// stored bytes (bf16 or f16 values, or int8 / int4 codes with their scales folded in) instead of
 // from a dequantised f32 tile. The decode driver (decode.cpp) resolves paging and ring
 // indirection once per tile into per-key row pointers and calls these; everything else
 // (masking, online softmax, split-KV merge) is shared by every storage format.
@@ -15,10 +15,10 @@
 //
 // Two implementations per product: a plain-loop reference (any CPU, any width; the oracle
 // of the tests) and an AVX-512 one (avx512f/bw/vnni/bf16: vdpbf16ps for bf16, vpdpbusd for
-// int8 keys and for int4, vpdpwssd for int8 values) used when avx512_available() and
-// avx512_supports(...) hold. The AVX-512 kernels may round operands as documented per
-// function; the reference computes with the same rounded operands so the two agree to f32
-// summation-order error.
+// int8 keys and for int4, vpdpwssd for int8 values, vcvtph2ps and f32 FMAs for f16) used
+// when avx512_available() and avx512_supports(...) hold. The AVX-512 kernels may round
+// operands as documented per function; the reference computes with the same rounded
+// operands so the two agree to f32 summation-order error.
 #pragma once
 
 #include <algorithm>
@@ -48,6 +48,14 @@ void scores_bf16_ref(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t
                      float* s);
 // acc[r][c] += sum_j bf16(p[r][j]) * v_j[c]  (p rounded to bf16, as FlashAttention does).
 void pv_bf16_ref(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc);
+
+// ---- f16 storage: K and V rows are dk / dv IEEE half values ----
+
+// s[r][j] = sum_c q[r][c] * k_j[c]; q: [rows][dk] f32. No operand is rounded: every f16
+// value is exact in f32 (llama.cpp's default cache type, read as stored).
+void scores_f16_ref(const float* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n, float* s);
+// acc[r][c] += sum_j p[r][j] * v_j[c] (p as it is, f32).
+void pv_f16_ref(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc);
 
 // ---- int8 storage: k_j = kscale[j] * codes_j, codes in [-127, 127] ----
 
@@ -128,6 +136,10 @@ void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint1
                         float* s, const Ahead& ahead = {});
 void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc,
                     const Ahead& ahead = {});
+void scores_f16_avx512(const float* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n, float* s,
+                       const Ahead& ahead = {});
+void pv_f16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc,
+                   const Ahead& ahead = {});
 void scores_int8_avx512(const int8_t* q8, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
                         const float* kscale, int64_t n, float* s, const Ahead& ahead = {});
 void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n,

@@ -1,5 +1,5 @@
-// AVX-512 tile micro-kernels of the decode kernel (decode_micro.hpp), scores part for bf16
-// and int8; pv is in decode_micro_avx512_pv.cpp, int4 in decode_micro_avx512_int4.cpp.
+// AVX-512 tile micro-kernels of the decode kernel (decode_micro.hpp), scores part for bf16,
+// f16 and int8; pv is in decode_micro_avx512_pv.cpp, int4 in decode_micro_avx512_int4.cpp.
 // Intrinsics, not Highway: Debian's Highway 1.0.3 has neither vdpbf16ps nor the VNNI dot
 // products, and these kernels are built around them (vdpbf16ps for bf16, vpdpbusd for int8
 // keys, vpdpwssd for int8 values, vpdpbusd for int4). Every kernel is compiled for AVX-512
@@ -129,6 +129,39 @@ ATTNKIT_AVX512 void scores_bf16_rows(const uint16_t* q, int64_t dk, const uint16
   }
 }
 
+// ---- scores: f16 ----
+
+// As bf16, with 16 channels a step: vcvtph2ps widens the key's halves, exactly, and f32
+// FMAs take the queries as they are.
+template <int R, int KB>
+ATTNKIT_AVX512_INLINE void scores_f16_block(const float* q, int64_t dk, const uint16_t* const* k, float* s, int64_t j0,
+                                            int64_t keys) {
+  __m512 acc[16];
+  for (__m512& a : acc) a = _mm512_setzero_ps();
+  for (int64_t c = 0; c < dk; c += 16) {
+    __m512 qc[R];
+    for (int r = 0; r < R; ++r) qc[r] = _mm512_loadu_ps(q + r * dk + c);
+    for (int j = 0; j < KB; ++j) {
+      const __m512 kc = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k[j] + c)));
+      for (int r = 0; r < R; ++r) acc[r * KB + j] = _mm512_fmadd_ps(qc[r], kc, acc[r * KB + j]);
+    }
+  }
+  store_scores<R, KB>(sum16<false>(acc), s, j0, keys);
+}
+
+template <int R>
+ATTNKIT_AVX512 void scores_f16_rows(const float* q, int64_t dk, const uint16_t* const* krows, int64_t n, float* s,
+                                    Spread& spread) {
+  constexpr int KB = 16 / R;
+  const uint16_t* k[KB];
+  for (int64_t j0 = 0; j0 < n; j0 += KB) {
+    const int64_t keys = std::min<int64_t>(KB, n - j0);
+    spread.advance(R * keys);
+    for (int j = 0; j < KB; ++j) k[j] = j < keys ? krows[j0 + j] : zero_row<uint16_t>();
+    scores_f16_block<R, KB>(q, dk, k, s, j0, keys);
+  }
+}
+
 // ---- scores: int8 ----
 
 // vpdpbusd multiplies unsigned by signed bytes: the key codes, in [-127, 127], become
@@ -196,6 +229,12 @@ void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint1
   for_row_blocks(rows, [&]<int R>(int64_t r0) { scores_bf16_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, spread); });
 }
 
+void scores_f16_avx512(const float* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n, float* s,
+                       const Ahead& ahead) {
+  Spread spread(ahead, 2 * dk, rows * n);
+  for_row_blocks(rows, [&]<int R>(int64_t r0) { scores_f16_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, spread); });
+}
+
 void scores_int8_avx512(const int8_t* q8, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,
                         const float* kscale, int64_t n, float* s, const Ahead& ahead) {
   Spread spread(ahead, dk, rows * n);
@@ -214,6 +253,12 @@ namespace {
 
 void fill_rows_avx512(const void*, int64_t, int64_t, const void**) { unavailable(); }
 void scores_bf16_avx512(const uint16_t*, int64_t, int64_t, const uint16_t* const*, int64_t, float*, const Ahead&) {
+  unavailable();
+}
+void scores_f16_avx512(const float*, int64_t, int64_t, const uint16_t* const*, int64_t, float*, const Ahead&) {
+  unavailable();
+}
+void pv_f16_avx512(const float*, int64_t, const uint16_t* const*, int64_t, int64_t, float*, const Ahead&) {
   unavailable();
 }
 void pv_bf16_avx512(const float*, int64_t, const uint16_t* const*, int64_t, int64_t, float*, const Ahead&) {

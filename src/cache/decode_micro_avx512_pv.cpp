@@ -1,14 +1,15 @@
-// AVX-512 tile micro-kernels of the decode kernel (decode_micro.hpp), pv part for bf16 and
-// int8: O += P V (int4: decode_micro_avx512_int4.cpp). Why intrinsics, and the dispatch,
+// AVX-512 tile micro-kernels of the decode kernel (decode_micro.hpp), pv part for bf16, f16
+// and int8: O += P V (int4: decode_micro_avx512_int4.cpp). Why intrinsics, and the dispatch,
 // are described in decode_micro_avx512.cpp.
 //
-// Lanes run along value channels, pairs along keys: rows j and j+1 are interleaved by
-// unpack instructions (which stay within 128-bit lanes) and the weight pair (w_j, w_j+1)
-// is broadcast as one 32-bit value into vdpbf16ps / vpdpwssd. The accumulators keep the
-// unpacked channel order for the whole tile and are put back in order once, when added
-// into acc. An odd n pairs the last key with a zero row. Operand rounding (bf16 p, int16
-// weights) is bit for bit that of the references (decode_micro_ref.cpp), so results differ
-// from them by f32 summation order only.
+// Lanes run along value channels. For bf16 and int8, pairs run along keys (f16 rows are
+// widened to f32 and need none): rows j and j+1 are interleaved by unpack instructions
+// (which stay within 128-bit lanes) and the weight pair (w_j, w_j+1) is broadcast as one
+// 32-bit value into vdpbf16ps / vpdpwssd. The accumulators keep the unpacked channel order
+// for the whole tile and are put back in order once, when added into acc. An odd n pairs
+// the last key with a zero row. Operand rounding (bf16 p, int16 weights) is bit for bit
+// that of the references (decode_micro_ref.cpp), so results differ from them by f32
+// summation order only.
 #if defined(__x86_64__)
 
 #include <algorithm>
@@ -28,12 +29,12 @@ using namespace avx512;
 
 constexpr int64_t kPairs = kTileKeys / 2;
 
-// Calls body.template operator()<CB>(c0) on blocks of CB chunks of 32 channels from c0
-// on, then on the remainder with halved blocks (CB is a power of two).
-template <int CB, class Body>
+// Calls body.template operator()<CB>(c0) on blocks of CB chunks of W channels from c0 on,
+// then on the remainder with halved blocks (CB is a power of two).
+template <int CB, int W = 32, class Body>
 void for_channel_blocks(int64_t c0, int64_t dv, Body&& body) {
-  for (; c0 + 32 * CB <= dv; c0 += 32 * CB) body.template operator()<CB>(c0);
-  if constexpr (CB > 1) for_channel_blocks<CB / 2>(c0, dv, body);
+  for (; c0 + W * CB <= dv; c0 += W * CB) body.template operator()<CB>(c0);
+  if constexpr (CB > 1) for_channel_blocks<CB / 2, W>(c0, dv, body);
 }
 
 // Calls body.template operator()<R>(r0) on blocks of R = 2 rows, then on a last single row.
@@ -122,6 +123,43 @@ ATTNKIT_AVX512 void pv_bf16_block(const uint32_t (*w)[kPairs], const uint16_t* c
       _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), _mm512_permutex2var_ps(lo[r][cb], idx_lo, hi[r][cb])));
       _mm512_storeu_ps(out + 16,
                        _mm512_add_ps(_mm512_loadu_ps(out + 16), _mm512_permutex2var_ps(lo[r][cb], idx_hi, hi[r][cb])));
+    }
+}
+
+// ---- pv: f16 ----
+
+// f16 pv blocks keep R * CB accumulators of 16 channels, at most 16 registers. Blocks of 4
+// rows, so that each V chunk is widened (vcvtph2ps) once for 4 rows.
+template <int R>
+constexpr int kF16Chunks = R >= 3 ? 4 : 16 / R;
+
+template <int R, int CB>
+ATTNKIT_AVX512 void pv_f16_block(const float* p, const uint16_t* const* v, int64_t n, int64_t c0, float* acc,
+                                 int64_t dv, Spread& spread) {
+  __m512 a[R][CB];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int b = 0; b < CB; ++b) a[r][b] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    spread.advance(R * CB);
+    __m512 x[CB];
+#pragma GCC unroll 16
+    for (int b = 0; b < CB; ++b)
+      x[b] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v[j] + c0 + 16 * b)));
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512 pj = _mm512_set1_ps(p[r * kTileKeys + j]);
+#pragma GCC unroll 16
+      for (int b = 0; b < CB; ++b) a[r][b] = _mm512_fmadd_ps(pj, x[b], a[r][b]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int b = 0; b < CB; ++b) {
+      float* out = acc + r * dv + c0 + 16 * b;
+      _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), a[r][b]));
     }
 }
 
@@ -217,6 +255,17 @@ void pv_bf16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, 
     });
   };
   for_row_pairs(rows, block);
+}
+
+void pv_f16_avx512(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc,
+                   const Ahead& ahead) {
+  if (n <= 0) return;
+  Spread spread(ahead, 2 * dv, rows * (dv / 16) * n);
+  for_row_blocks(rows, [&]<int R>(int64_t r0) {
+    for_channel_blocks<kF16Chunks<R>, 16>(0, dv, [&]<int CB>(int64_t c0) {
+      pv_f16_block<R, CB>(p + r0 * kTileKeys, vrows, n, c0, acc + r0 * dv, dv, spread);
+    });
+  });
 }
 
 void pv_int8_avx512(const float* p, int64_t rows, const int8_t* const* vrows, const float* vscale, int64_t n,

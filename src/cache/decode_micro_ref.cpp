@@ -111,6 +111,28 @@ void pv_bf16_ref(const float* p, int64_t rows, const uint16_t* const* vrows, int
   }
 }
 
+// ---- f16 ----
+
+void scores_f16_ref(const float* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n, float* s) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = 0;
+      for (int64_t c = 0; c < dk; ++c) sum += double{q[r * dk + c]} * f16_to_float(krows[j][c]);
+      s[r * kTileKeys + j] = static_cast<float>(sum);
+    }
+}
+
+void pv_f16_ref(const float* p, int64_t rows, const uint16_t* const* vrows, int64_t n, int64_t dv, float* acc) {
+  std::vector<double> sum(static_cast<size_t>(dv));
+  for (int64_t r = 0; r < rows; ++r) {
+    float* out = acc + r * dv;
+    std::copy(out, out + dv, sum.begin());
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t c = 0; c < dv; ++c) sum[c] += double{p[r * kTileKeys + j]} * f16_to_float(vrows[j][c]);
+    for (int64_t c = 0; c < dv; ++c) out[c] = static_cast<float>(sum[c]);
+  }
+}
+
 // ---- int8 ----
 
 void scores_int8_ref(const int8_t* q8, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,

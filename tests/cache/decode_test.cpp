@@ -98,7 +98,7 @@ Result run(const Filled& f, const Case& k, const Tensor& q, bool reference, Deco
 
 // Tolerance of the kernel against the reference on the same (dequantised) cache: f32
 // summation order, plus the documented operand roundings of the stored-byte kernels
-// (bf16 queries and probabilities; int16 queries and weights).
+// (bf16 queries and probabilities; int16 queries and weights; none for f16).
 double tolerance(KvStorage s) {
   switch (s) {
     case KvStorage::f32:
@@ -137,7 +137,7 @@ TEST(Decode, EveryLayoutAndStorageMatchesTheReference) {
 }
 
 TEST(Decode, MultiTokenQueriesAreBottomRightCausal) {
-  for (KvStorage st : {KvStorage::f32, KvStorage::bf16, KvStorage::int8, KvStorage::int4}) {
+  for (KvStorage st : {KvStorage::f32, KvStorage::bf16, KvStorage::f16, KvStorage::int8, KvStorage::int4}) {
     Case k;
     k.storage = st;
     k.nq = 5;
@@ -187,7 +187,7 @@ TEST(Decode, RopeInBothPositionModes) {
 // The same history in three layouts: paged and contiguous give bitwise-equal outputs (the
 // same tiles), the ring equals the contiguous cache with the ring's window.
 TEST(Decode, PagedEqualsContiguousEqualsRing) {
-  for (KvStorage st : {KvStorage::f32, KvStorage::bf16, KvStorage::int8}) {
+  for (KvStorage st : {KvStorage::f32, KvStorage::bf16, KvStorage::f16, KvStorage::int8}) {
     Case k;
     k.storage = st;
     const Filled contiguous(k);

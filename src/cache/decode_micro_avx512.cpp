@@ -14,6 +14,7 @@
 // loads of exactly their bytes.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "attnkit/error.hpp"
 #include "attnkit/shape.hpp"
@@ -116,19 +117,6 @@ ATTNKIT_AVX512_INLINE void scores_bf16_block(const uint16_t* q, int64_t dk, cons
   store_scores<R, KB>(sum16<false>(acc), s, j0, keys);
 }
 
-template <int R>
-ATTNKIT_AVX512 void scores_bf16_rows(const uint16_t* q, int64_t dk, const uint16_t* const* krows, int64_t n, float* s,
-                                     Spread& spread) {
-  constexpr int KB = 16 / R;
-  const uint16_t* k[KB];
-  for (int64_t j0 = 0; j0 < n; j0 += KB) {
-    const int64_t keys = std::min<int64_t>(KB, n - j0);
-    spread.advance(R * keys);
-    for (int j = 0; j < KB; ++j) k[j] = j < keys ? krows[j0 + j] : zero_row<uint16_t>();
-    scores_bf16_block<R, KB>(q, dk, k, s, j0, keys);
-  }
-}
-
 // ---- scores: f16 ----
 
 // As bf16, with 16 channels a step: vcvtph2ps widens the key's halves, exactly, and f32
@@ -149,16 +137,20 @@ ATTNKIT_AVX512_INLINE void scores_f16_block(const float* q, int64_t dk, const ui
   store_scores<R, KB>(sum16<false>(acc), s, j0, keys);
 }
 
-template <int R>
-ATTNKIT_AVX512 void scores_f16_rows(const float* q, int64_t dk, const uint16_t* const* krows, int64_t n, float* s,
-                                    Spread& spread) {
+// The blocks of R rows x KB keys of a tile of 16-bit rows: bf16 (q bf16) or f16 (q f32).
+template <int R, class Q>
+ATTNKIT_AVX512 void scores_16bit_rows(const Q* q, int64_t dk, const uint16_t* const* krows, int64_t n, float* s,
+                                      Spread& spread) {
   constexpr int KB = 16 / R;
   const uint16_t* k[KB];
   for (int64_t j0 = 0; j0 < n; j0 += KB) {
     const int64_t keys = std::min<int64_t>(KB, n - j0);
     spread.advance(R * keys);
     for (int j = 0; j < KB; ++j) k[j] = j < keys ? krows[j0 + j] : zero_row<uint16_t>();
-    scores_f16_block<R, KB>(q, dk, k, s, j0, keys);
+    if constexpr (std::is_same_v<Q, float>)
+      scores_f16_block<R, KB>(q, dk, k, s, j0, keys);
+    else
+      scores_bf16_block<R, KB>(q, dk, k, s, j0, keys);
   }
 }
 
@@ -226,13 +218,17 @@ ATTNKIT_AVX512 void scores_int8_rows(const int8_t* q8, const float* qs, int64_t 
 void scores_bf16_avx512(const uint16_t* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n,
                         float* s, const Ahead& ahead) {
   Spread spread(ahead, 2 * dk, rows * n);
-  for_row_blocks(rows, [&]<int R>(int64_t r0) { scores_bf16_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, spread); });
+  for_row_blocks(rows, [&]<int R>(int64_t r0) {
+    scores_16bit_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, spread);
+  });
 }
 
 void scores_f16_avx512(const float* q, int64_t rows, int64_t dk, const uint16_t* const* krows, int64_t n, float* s,
                        const Ahead& ahead) {
   Spread spread(ahead, 2 * dk, rows * n);
-  for_row_blocks(rows, [&]<int R>(int64_t r0) { scores_f16_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, spread); });
+  for_row_blocks(rows, [&]<int R>(int64_t r0) {
+    scores_16bit_rows<R>(q + r0 * dk, dk, krows, n, s + r0 * kTileKeys, spread);
+  });
 }
 
 void scores_int8_avx512(const int8_t* q8, const float* qs, int64_t rows, int64_t dk, const int8_t* const* krows,

@@ -1,9 +1,9 @@
 // Internal interface of the decode kernel's storage-specific tile micro-kernels: the two
 // products of one KV tile, S = Q K^T and O += P V, computed straight from the cache's
-// stored bytes (bf16 or f16 values, or int8 / int4 codes with their scales folded in) instead of
-// from a dequantised f32 tile. The decode driver (decode.cpp) resolves paging and ring
-// indirection once per tile into per-key row pointers and calls these; everything else
-// (masking, online softmax, split-KV merge) is shared by every storage format.
+// stored bytes (bf16 or f16 values, or int8 / int4 codes with their scales folded in)
+// instead of from a dequantised f32 tile. The decode driver (decode.cpp) resolves paging
+// and ring indirection once per tile into per-key row pointers and calls these;
+// everything else (masking, online softmax, split-KV merge) is shared by every format.
 //
 // One tile: n <= kTileKeys keys of ONE KV head, against `rows` query rows (the g query
 // heads sharing that KV head times the Nq new tokens, packed: every row reuses each K / V

@@ -23,7 +23,7 @@
 
 #include "attnkit/kv_quant.hpp"
 #include "attnkit/tensor.hpp"
-#include "cache/decode_micro.hpp"
+#include "kernels/decode_micro.hpp"
 
 namespace attnkit::decode {
 namespace {

@@ -4,7 +4,7 @@
 #include <benchmark/benchmark.h>
 
 #include "attnkit/flops.hpp"
-#include "cpu/flash.hpp"
+#include "kernels/flash.hpp"
 
 namespace attnkit {
 namespace {

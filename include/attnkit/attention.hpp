@@ -22,7 +22,7 @@ namespace attnkit {
 
 enum class Kernel : uint8_t {
   automatic,  // the fastest kernel that covers the call (today: flash)
-  flash,      // tiled online-softmax kernel with SIMD and threads (src/cpu)
+  flash,      // tiled online-softmax kernel with SIMD and threads (src/kernels)
   ref,        // the plain-loop f64 oracle (src/ref)
 };
 Kernel parse_kernel(std::string_view name);  // "auto", "flash", "ref"; throws Error

@@ -211,7 +211,7 @@ HWY_EXPORT(Int4ValueRows);
 
 KvQuantOps simd_ops() {
   // Highway 1.0.3 has no HWY_DYNAMIC_POINTER: choose the target the way its first
-  // HWY_DYNAMIC_DISPATCH would, then read the tables (as cpu/flash_simd.cpp does).
+  // HWY_DYNAMIC_DISPATCH would, then read the tables (as kernels/flash_simd.cpp does).
   hwy::GetChosenTarget().Update(hwy::SupportedTargets());
   const size_t t = hwy::GetChosenTarget().GetIndex();
   KvQuantOps ops;

@@ -7,7 +7,7 @@
 
 #include "attnkit/decode.hpp"
 #include "attnkit/rope.hpp"
-#include "cache/decode_plan.hpp"
+#include "kernels/decode_plan.hpp"
 
 namespace attnkit {
 

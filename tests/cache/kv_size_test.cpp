@@ -1,4 +1,4 @@
-// Tests for KV-cache byte accounting (src/kv/kv_size.cpp) against hand-computed figures,
+// Tests for KV-cache byte accounting (src/cache/kv_size.cpp) against hand-computed figures,
 // and for the `attnkit kv-size` command run as a user would run it.
 #include "attnkit/kv_size.hpp"
 

@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 
 #include "attnkit/reference.hpp"
-#include "cpu/flash.hpp"
+#include "kernels/flash.hpp"
 
 namespace attnkit {
 

@@ -10,7 +10,7 @@
 #include <hwy/targets.h>
 
 #include "attnkit/shape.hpp"
-#include "cpu/flash.hpp"
+#include "kernels/flash.hpp"
 
 namespace attnkit::flash {
 

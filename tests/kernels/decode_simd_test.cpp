@@ -1,7 +1,7 @@
 // The online-softmax step of the decode kernel (decode_simd.hpp) against double-precision
 // math: its exponential is a short polynomial, so its accuracy is checked over the whole
 // range a shifted score can take, with the edge cases (underflow, -inf, NaN).
-#include "cache/decode_simd.hpp"
+#include "kernels/decode_simd.hpp"
 
 #include <gtest/gtest.h>
 

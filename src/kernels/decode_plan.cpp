@@ -8,7 +8,7 @@
 
 #include "attnkit/error.hpp"
 #include "attnkit/kv_quant.hpp"
-#include "cache/decode_plan.hpp"
+#include "kernels/decode_plan.hpp"
 
 namespace attnkit {
 

@@ -1,10 +1,10 @@
-// Internal to decode_micro_avx512.cpp (scores), decode_micro_avx512_pv.cpp (pv) and
-// decode_micro_avx512_int4.cpp (int4): the target attribute, shared constants and small
+// Internal to avx512_decode.cpp (scores), avx512_decode_pv.cpp (pv) and
+// avx512_decode_int4.cpp (int4): the target attribute, shared constants and small
 // helpers of the AVX-512 tile micro-kernels. x86-64 only.
 #pragma once
 
 #if !defined(__x86_64__)
-#error "decode_micro_avx512.hpp is for x86-64 builds only"
+#error "avx512_decode.hpp is for x86-64 builds only"
 #endif
 
 #include <algorithm>
@@ -21,7 +21,7 @@
 #pragma GCC diagnostic pop
 
 #include "attnkit/shape.hpp"
-#include "cache/decode_micro.hpp"
+#include "kernels/decode_micro.hpp"
 
 // Compiled for AVX-512 whatever the build's baseline; run only after avx512_available().
 #define ATTNKIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16")))

@@ -13,10 +13,10 @@
 
 #include "attnkit/kv_quant.hpp"
 #include "attnkit/merge.hpp"
-#include "cache/decode_plan.hpp"
-#include "cache/decode_simd.hpp"
+#include "kernels/decode_plan.hpp"
+#include "kernels/decode_simd.hpp"
 #include "cache/kv_rows.hpp"
-#include "cpu/flash.hpp"
+#include "kernels/flash.hpp"
 
 namespace attnkit {
 namespace decode {

@@ -5,7 +5,7 @@
 // krows[j]. Lanes run along channels (a decode tile has few query rows, often 4, so lanes
 // along rows as in the flash kernel would sit mostly idle).
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "cache/decode_simd.cpp"
+#define HWY_TARGET_INCLUDE "kernels/decode_simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 
 #include <hwy/contrib/math/math-inl.h>
@@ -18,7 +18,7 @@
 #include "attnkit/shape.hpp"
 #include "attnkit/tensor.hpp"
 
-#include "cache/decode_simd.hpp"
+#include "kernels/decode_simd.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace attnkit::decode {

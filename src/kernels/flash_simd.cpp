@@ -9,7 +9,7 @@
 // 512-bit FMA pipes with 4-cycle latency, so at least 8 independent chains are needed;
 // 4 x 4 = 16 chains leaves room for the loads and keeps 16 of 32 zmm registers for data.
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "cpu/flash_simd.cpp"
+#define HWY_TARGET_INCLUDE "kernels/flash_simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 
 #include <hwy/highway.h>
@@ -19,7 +19,7 @@
 
 #include "attnkit/shape.hpp"
 #include "attnkit/tensor.hpp"
-#include "cpu/flash.hpp"
+#include "kernels/flash.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace attnkit::flash {

@@ -30,12 +30,12 @@
 #include <vector>
 
 #include "attnkit/tensor.hpp"
-#include "cache/decode_micro.hpp"
+#include "kernels/decode_micro.hpp"
 
 namespace attnkit::decode {
 namespace {
 
-// Below this a vector's max counts as zero (decode_micro_avx512.cpp uses the same value).
+// Below this a vector's max counts as zero (avx512_decode.cpp uses the same value).
 constexpr float kInt16TinyMax = 0x1p-100f;
 
 // x[i * stride], i < count -> xi[i * stride]; returns the scale (see the file comment).

@@ -1,6 +1,6 @@
 // AVX-512 tile micro-kernels of the decode kernel (decode_micro.hpp) for int4 storage
 // (kv_quant.hpp layouts): S = Q K^T and O += P V. Why intrinsics, and the dispatch, are
-// described in decode_micro_avx512.cpp.
+// described in avx512_decode.cpp.
 //
 // Both products are built on vpdpbusd: per int32 lane, the sum of 4 products of unsigned by
 // signed bytes, 64 products per instruction. The codes (0 .. 15) are one operand as stored,
@@ -33,8 +33,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "cache/decode_micro.hpp"
-#include "cache/decode_micro_avx512.hpp"
+#include "kernels/decode_micro.hpp"
+#include "kernels/avx512_decode.hpp"
 
 // The body of a static_for: compiled for AVX-512 and always inlined, like the helpers.
 #define ATTNKIT_AVX512_LAMBDA ATTNKIT_AVX512 __attribute__((always_inline))
@@ -48,7 +48,7 @@ constexpr int64_t kMaxSlices = kMaxHeadDim / 64;  // value groups (G >= 16) are 
 constexpr int64_t kQuads = kTileKeys / 4;         // pv handles keys four at a time
 
 // acc + per int32 lane the 4 products of the unsigned bytes of u and the signed bytes of s.
-// Inline assembly, for the reason given at dpwssd (decode_micro_avx512.hpp).
+// Inline assembly, for the reason given at dpwssd (avx512_decode.hpp).
 ATTNKIT_AVX512_INLINE __m512i dpbusd(__m512i acc, __m512i u, __m512i s) {
   asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
   return acc;
@@ -166,7 +166,7 @@ ATTNKIT_AVX512 void split_queries(const float* q, int64_t dk, KeyOperand& op) {
   }
 }
 
-// ws and inv of int16_scale (decode_micro_avx512.hpp) for every lane at once: m = the lane's
+// ws and inv of int16_scale (avx512_decode.hpp) for every lane at once: m = the lane's
 // max, `bad` lanes not finite.
 ATTNKIT_AVX512_INLINE __m512 lane_scales(__m512 m, __mmask16 bad, float limit, __m512* inv) {
   const __mmask16 nan = bad | nonfinite(m);

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "cache/decode_micro.hpp"
+#include "kernels/decode_micro.hpp"
 
 namespace attnkit::decode {
 

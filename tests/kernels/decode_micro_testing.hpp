@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "cache/decode_micro.hpp"
+#include "kernels/decode_micro.hpp"
 
 namespace attnkit::decode::micro_test {
 

@@ -1,5 +1,5 @@
 // Tests for the decode tile micro-kernels (src/cache/decode_micro_ref.cpp,
-// decode_micro_avx512.cpp). Data comes from the real quantizers (kv_quant.hpp); every
+// avx512_decode.cpp). Data comes from the real quantizers (kv_quant.hpp); every
 // stored row, scale and zero array is its own heap block, allocated in shuffled order (as
 // paging scatters rows) and ending exactly where the row ends, so a read past a row is a
 // heap overflow under ASan. p is NaN past n and s is pre-filled past n: neither may be
@@ -13,7 +13,7 @@
 //   AVX-512 vs reference, f32 summation order: bf16 (terms + 2) u sum |terms|; int8 and
 //     int4 dot products are exact integers, leaving a few roundings of the result (4-5 u)
 //     plus, for the f32 sum of int4 zero terms, (terms + 4) u sum |terms|.
-#include "cache/decode_micro.hpp"
+#include "kernels/decode_micro.hpp"
 
 #include <gtest/gtest.h>
 
@@ -30,7 +30,7 @@
 
 #include "attnkit/kv_quant.hpp"
 #include "attnkit/tensor.hpp"
-#include "cache/decode_micro_testing.hpp"
+#include "kernels/decode_micro_testing.hpp"
 
 namespace attnkit::decode {
 namespace {

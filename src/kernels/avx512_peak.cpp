@@ -2,7 +2,7 @@
 // This is the one file compiled for avx512bf16 (by target attribute, not by a global -m
 // flag, so the rest of the library still runs on any x86-64). Not for: kernels.
 #include "attnkit/hwinfo.hpp"
-#include "cpu/hwinfo_bf16.hpp"
+#include "kernels/avx512_peak.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -1,5 +1,5 @@
 // Private to hwinfo: the AVX-512 BF16 throughput loop, compiled in its own file with a
-// target attribute (hwinfo_avx512bf16.cpp) because Highway 1.0.3 never emits vdpbf16ps.
+// target attribute (avx512_peak.cpp) because Highway 1.0.3 never emits vdpbf16ps.
 // Not for: kernels (the bf16 attention micro-kernel gets its own per-ISA file).
 #pragma once
 

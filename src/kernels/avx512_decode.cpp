@@ -1,5 +1,5 @@
 // AVX-512 tile micro-kernels of the decode kernel (decode_micro.hpp), scores part for bf16,
-// f16 and int8; pv is in decode_micro_avx512_pv.cpp, int4 in decode_micro_avx512_int4.cpp.
+// f16 and int8; pv is in avx512_decode_pv.cpp, int4 in avx512_decode_int4.cpp.
 // Intrinsics, not Highway: Debian's Highway 1.0.3 has neither vdpbf16ps nor the VNNI dot
 // products, and these kernels are built around them (vdpbf16ps for bf16, vpdpbusd for int8
 // keys, vpdpwssd for int8 values, vpdpbusd for int4). Every kernel is compiled for AVX-512
@@ -18,10 +18,10 @@
 
 #include "attnkit/error.hpp"
 #include "attnkit/shape.hpp"
-#include "cache/decode_micro.hpp"
+#include "kernels/decode_micro.hpp"
 
 #if defined(__x86_64__)
-#include "cache/decode_micro_avx512.hpp"
+#include "kernels/avx512_decode.hpp"
 #endif
 
 namespace attnkit::decode {

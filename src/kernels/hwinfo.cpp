@@ -18,10 +18,10 @@
 #include <fmt/format.h>
 
 #include "attnkit/error.hpp"
-#include "cpu/hwinfo_bf16.hpp"
+#include "kernels/avx512_peak.hpp"
 
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "cpu/hwinfo.cpp"
+#define HWY_TARGET_INCLUDE "kernels/hwinfo.cpp"
 #include <hwy/foreach_target.h>  // re-includes this file once per SIMD target
 
 #include <hwy/aligned_allocator.h>

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "attnkit/decode.hpp"
-#include "cache/decode_micro.hpp"
+#include "kernels/decode_micro.hpp"
 
 namespace attnkit::decode {
 

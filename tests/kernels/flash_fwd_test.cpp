@@ -14,7 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "attnkit/reference.hpp"
-#include "cpu/flash.hpp"
+#include "kernels/flash.hpp"
 #include "test_util.hpp"
 
 namespace attnkit {

@@ -1,5 +1,5 @@
-// Tests for the f16 decode tile micro-kernels (decode_micro_ref.cpp, decode_micro_avx512.cpp,
-// decode_micro_avx512_pv.cpp): no operand is rounded, so the reference must match an f64
+// Tests for the f16 decode tile micro-kernels (decode_micro_ref.cpp, avx512_decode.cpp,
+// avx512_decode_pv.cpp): no operand is rounded, so the reference must match an f64
 // evaluation of the stored halves to its one final f32 rounding, and the AVX-512 kernels the
 // reference to f32 summation order, (terms + 2) u sum |terms|. Rows are their own heap
 // blocks, misaligned, in shuffled order, and include halves at the ends of the f16 range
@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "attnkit/tensor.hpp"
-#include "cache/decode_micro.hpp"
-#include "cache/decode_micro_testing.hpp"
+#include "kernels/decode_micro.hpp"
+#include "kernels/decode_micro_testing.hpp"
 
 namespace attnkit::decode {
 namespace {

@@ -17,7 +17,7 @@
 #include <omp.h>
 
 #include "attnkit/merge.hpp"
-#include "cpu/flash.hpp"
+#include "kernels/flash.hpp"
 
 namespace attnkit::flash {
 

@@ -1,6 +1,6 @@
 // AVX-512 tile micro-kernels of the decode kernel (decode_micro.hpp), pv part for bf16, f16
-// and int8: O += P V (int4: decode_micro_avx512_int4.cpp). Why intrinsics, and the dispatch,
-// are described in decode_micro_avx512.cpp.
+// and int8: O += P V (int4: avx512_decode_int4.cpp). Why intrinsics, and the dispatch,
+// are described in avx512_decode.cpp.
 //
 // Lanes run along value channels. For bf16 and int8, pairs run along keys (f16 rows are
 // widened to f32 and need none): rows j and j+1 are interleaved by unpack instructions
@@ -16,8 +16,8 @@
 #include <cstdint>
 #include <limits>
 
-#include "cache/decode_micro.hpp"
-#include "cache/decode_micro_avx512.hpp"
+#include "kernels/decode_micro.hpp"
+#include "kernels/avx512_decode.hpp"
 
 namespace attnkit::decode {
 namespace {

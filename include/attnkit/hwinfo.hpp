@@ -49,6 +49,9 @@ HwInfo measure_hwinfo(const HwOptions& options = {});
 // cheap (no timing), for tests and reports that need only the target.
 std::string dispatched_simd_target(int* f32_lanes = nullptr);
 
+// HwInfo::cpu_model without measuring anything: cheap, for reports that label results.
+std::string cpu_model_name();
+
 // Whether this CPU (and OS) can run AVX-512 BF16 instructions.
 bool cpu_has_avx512bf16();
 

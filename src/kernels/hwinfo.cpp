@@ -242,6 +242,8 @@ std::string dispatched_simd_target(int* f32_lanes) {
   return hwy::TargetName(target);
 }
 
+std::string cpu_model_name() { return read_cpu_model(); }
+
 HwInfo measure_hwinfo(const HwOptions& o) {
   check(o.threads >= 0 && o.threads <= 1024,
         [&] { return fmt::format("threads ({}) must be in [1, 1024], or 0 for all", o.threads); });

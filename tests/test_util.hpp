@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "attnkit/reference.hpp"
 #include "attnkit/tensor.hpp"
 
 namespace attnkit::testing {
@@ -44,6 +45,42 @@ inline Tensor slice_keys(const Tensor& t, int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n)
         for (int64_t c = 0; c < s[3]; ++c) out.mut().set(t.view().get(b, h, n, c), b, h, n - begin, c);
   return out;
+}
+
+// K or V [B, Hkv, N, D] with every head repeated `group` times: [B, Hkv * group, N, D],
+// head h holding input head h / group. GQA / MQA over t equals MHA over this.
+inline Tensor repeat_kv_heads(const Tensor& t, int64_t group) {
+  const auto& s = t.shape();
+  Tensor out(t.dtype(), {s[0], s[1] * group, s[2], s[3]});
+  for (int64_t b = 0; b < s[0]; ++b)
+    for (int64_t h = 0; h < s[1] * group; ++h)
+      for (int64_t n = 0; n < s[2]; ++n)
+        for (int64_t c = 0; c < s[3]; ++c) out.mut().set(t.view().get(b, h / group, n, c), b, h, n, c);
+  return out;
+}
+
+// attention_reference() into new f64 tensors: o [B, Hq, Nq, Dv], lse [B, Hq, Nq], and with
+// want_probs P [B, Hq, Nq, Nkv]. RefPrecision::input rounds to q's dtype (f64 q: no rounding).
+struct RefResult {
+  Tensor o, lse, probs;
+};
+
+inline RefResult reference_run(const TensorView& q, const TensorView& k, const TensorView& v, const AttendOptions& opts,
+                               RefPrecision precision = RefPrecision::f64, bool want_probs = false) {
+  RefResult r{Tensor(DType::f64, {q.size(0), q.size(1), q.size(2), v.size(3)}),
+              Tensor(DType::f64, {q.size(0), q.size(1), q.size(2)}), {}};
+  RefOptions ro;
+  ro.precision = precision;
+  if (want_probs) ro.probs = &r.probs;
+  attention_reference(q, k, v, opts, r.o.mut(), r.lse.mut(), ro);
+  return r;
+}
+
+// The tolerance rule of ARCHITECTURE.md: a kernel's max error against the f64 oracle may be
+// twice the error of the plain reference run in the kernel's input precision (`baseline`
+// against `exact`), plus `slack` for cases where that baseline happens to be exact.
+inline double two_x_bound(const TensorView& baseline, const TensorView& exact, double slack) {
+  return 2 * max_abs_diff(baseline, exact) + slack;
 }
 
 }  // namespace attnkit::testing

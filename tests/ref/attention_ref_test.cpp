@@ -15,6 +15,7 @@ namespace {
 
 using testing::max_abs_diff;
 using testing::random_tensor;
+using testing::repeat_kv_heads;
 using testing::slice_keys;
 
 struct Result {
@@ -98,13 +99,7 @@ TEST(ReferenceAttention, GqaEqualsMhaWithRepeatedKv) {
   const int64_t group = 3, hkv = 2;
   const Tensor q = random_tensor({2, hkv * group, 7, 12}, 7);
   const Tensor k = random_tensor({2, hkv, 9, 12}, 8), v = random_tensor({2, hkv, 9, 5}, 9);
-  Tensor k_rep(DType::f32, {2, hkv * group, 9, 12}), v_rep(DType::f32, {2, hkv * group, 9, 5});
-  for (int64_t b = 0; b < 2; ++b)
-    for (int64_t h = 0; h < hkv * group; ++h)
-      for (int64_t n = 0; n < 9; ++n) {
-        for (int64_t c = 0; c < 12; ++c) k_rep.mut().set(k.view().get(b, h / group, n, c), b, h, n, c);
-        for (int64_t c = 0; c < 5; ++c) v_rep.mut().set(v.view().get(b, h / group, n, c), b, h, n, c);
-      }
+  const Tensor k_rep = repeat_kv_heads(k, group), v_rep = repeat_kv_heads(v, group);
   for (const char* text : {"none", "causal", "window:2,0"}) {
     AttendOptions opts;
     opts.pattern = Pattern::parse(text);
@@ -112,10 +107,46 @@ TEST(ReferenceAttention, GqaEqualsMhaWithRepeatedKv) {
     EXPECT_EQ(max_abs_diff(gqa.o.view(), mha.o.view()), 0.0) << text;
     EXPECT_EQ(max_abs_diff(gqa.lse.view(), mha.lse.view()), 0.0) << text;
   }
-  // MQA: a single KV head.
-  const Tensor k1 = random_tensor({1, 1, 6, 4}, 10), v1 = random_tensor({1, 1, 6, 4}, 11);
-  const Tensor q4 = random_tensor({1, 4, 6, 4}, 12);
-  EXPECT_NO_THROW(run_ref(q4, k1, v1));
+}
+
+// MQA (one KV head for every query head) equals MHA over K / V repeated per head, and each
+// head equals single-head attention of that head's queries over the one K / V: the values,
+// not just the absence of an error, with masks, Nq != Nkv and score modifiers.
+TEST(ReferenceAttention, MqaEqualsMhaWithKvRepeatedPerHead) {
+  const int64_t heads = 4, nq = 5, nk = 8;
+  const Tensor q = random_tensor({2, heads, nq, 6}, 12, DType::f32, 2.0);
+  const Tensor k = random_tensor({2, 1, nk, 6}, 10), v = random_tensor({2, 1, nk, 3}, 11);
+  const Tensor k_rep = repeat_kv_heads(k, heads), v_rep = repeat_kv_heads(v, heads);
+  ASSERT_EQ(k_rep.shape(), (std::vector<int64_t>{2, heads, nk, 6}));
+  for (const char* text : {"none", "causal", "window:2,1"})
+    for (bool mods : {false, true}) {
+      AttendOptions opts;
+      opts.pattern = Pattern::parse(text);
+      if (mods) {
+        opts.softcap = 1.5;
+        opts.alibi_slopes = alibi_slopes(heads);
+      }
+      const Result mqa = run_ref(q, k, v, opts), mha = run_ref(q, k_rep, v_rep, opts);
+      EXPECT_EQ(max_abs_diff(mqa.o.view(), mha.o.view()), 0.0) << text << " mods " << mods;
+      EXPECT_EQ(max_abs_diff(mqa.lse.view(), mha.lse.view()), 0.0) << text << " mods " << mods;
+      // Heads differ (their queries and slopes do): the outputs are not one row repeated.
+      EXPECT_GT(std::abs(mqa.o.view().get(0, 0, nq - 1, 0) - mqa.o.view().get(0, 1, nq - 1, 0)), 1e-6) << text;
+      for (int64_t h = 0; h < heads; ++h) {
+        Tensor qh(DType::f32, {2, 1, nq, 6});
+        for (int64_t b = 0; b < 2; ++b)
+          for (int64_t i = 0; i < nq; ++i)
+            for (int64_t c = 0; c < 6; ++c) qh.mut().set(q.view().get(b, h, i, c), b, 0, i, c);
+        AttendOptions one = opts;
+        if (mods) one.alibi_slopes = {opts.alibi_slopes[static_cast<size_t>(h)]};
+        const Result single = run_ref(qh, k, v, one);
+        for (int64_t b = 0; b < 2; ++b)
+          for (int64_t i = 0; i < nq; ++i) {
+            for (int64_t c = 0; c < 3; ++c)
+              EXPECT_EQ(mqa.o.view().get(b, h, i, c), single.o.view().get(b, 0, i, c)) << text << " head " << h;
+            EXPECT_EQ(mqa.lse.view().get(b, h, i), single.lse.view().get(b, 0, i)) << text << " head " << h;
+          }
+      }
+    }
 }
 
 Tensor slice_row(const Tensor& t, int64_t i) {

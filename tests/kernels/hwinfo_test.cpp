@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <utility>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -85,12 +86,21 @@ TEST(HwInfo, LanesMatchTheDispatchedTarget) {
 #endif
 }
 
-TEST(HwInfo, OneThreadReportsItsOwnFigureForBoth) {
-  HwOptions o = quick_options();
-  o.threads = 1;
-  const HwInfo h = measure_hwinfo(o);
-  EXPECT_EQ(h.threads, 1);
-  EXPECT_EQ(h.fp32_fma_gflops, h.fp32_fma_gflops_1t);
+// The thread option is what the figures are measured on (0: the caller's OpenMP setting),
+// and measuring leaves the caller's OpenMP setting as it was.
+TEST(HwInfo, ThreadOptionIsHonouredAndOpenMpLeftAlone) {
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(3);
+  for (const auto& [option, want] : {std::pair{0, 3}, std::pair{1, 1}, std::pair{2, 2}, std::pair{5, 5}}) {
+    HwOptions o = quick_options();
+    o.threads = option;
+    o.dram_bytes = 0;  // not measured: nothing here depends on it
+    const HwInfo h = measure_hwinfo(o);
+    EXPECT_EQ(h.threads, want) << "threads option " << option;
+    EXPECT_EQ(omp_get_max_threads(), 3) << "threads option " << option << " changed the caller's OpenMP setting";
+    EXPECT_TRUE(positive_finite(h.fp32_fma_gflops) && positive_finite(h.fp32_fma_gflops_1t)) << option;
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(HwInfo, CpuModelComesFromProcCpuinfo) {

@@ -1,5 +1,5 @@
-// Tests for the decode tile micro-kernels (src/cache/decode_micro_ref.cpp,
-// avx512_decode.cpp). Data comes from the real quantizers (kv_quant.hpp); every
+// Tests for the decode tile micro-kernels (src/ref/decode_micro_ref.cpp,
+// src/kernels/avx512_decode*.cpp). Data comes from the real quantizers (kv_quant.hpp); every
 // stored row, scale and zero array is its own heap block, allocated in shuffled order (as
 // paging scatters rows) and ending exactly where the row ends, so a read past a row is a
 // heap overflow under ASan. p is NaN past n and s is pre-filled past n: neither may be
@@ -36,6 +36,10 @@ namespace attnkit::decode {
 namespace {
 
 using namespace micro_test;
+
+// Tests of an AVX-512 kernel skip, before any assertion, on CPUs without the ISA; each has a
+// ...Reference twin that checks the portable reference everywhere.
+constexpr const char* kNoAvx512 = "AVX-512 BF16 / VNNI not available";
 
 int code4(const uint8_t* row, int64_t c) { return (row[c / 2] >> (4 * (c % 2))) & 0xF; }
 
@@ -129,7 +133,7 @@ TEST(DecodeMicroQ16, SupportedWidths) {
 }
 
 TEST(DecodeMicroRows, FillWritesExactlyTheProgression) {
-  if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available";
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
   alignas(64) static const std::byte base[4096] = {};
   for (const int64_t stride : {int64_t{0}, int64_t{16}, int64_t{-8}, int64_t{12}})  // all inside base
     for (const int64_t n : {0, 1, 7, 8, 9, 16, 17, 127, 128}) {
@@ -181,7 +185,9 @@ Bf16Keys bf16_rows(Rng& rng, int64_t n, int64_t d) {
   return k;
 }
 
-TEST(DecodeMicroScores, Bf16) {
+// simd_ok: the AVX-512 kernel against the reference; else the reference against an f64
+// evaluation of the dequantised math.
+void check_scores_bf16(bool simd_ok) {
   for (int64_t rows : kRowCounts)
     for (int64_t n : kKeyCounts)
       for (int64_t dk : kWidths) {
@@ -192,7 +198,6 @@ TEST(DecodeMicroScores, Bf16) {
         const Bf16Keys k = bf16_rows(rng, n, dk);
         std::vector<float> ref = scores_buffer(rows), simd = scores_buffer(rows);
         scores_bf16_ref(q.data(), rows, dk, k.rows.data(), n, ref.data());
-        const bool simd_ok = avx512_available();
         if (simd_ok) scores_bf16_avx512(q.data(), rows, dk, k.rows.data(), n, simd.data());
         ASSERT_TRUE(untouched_past_n(ref, rows, n, name) && (!simd_ok || untouched_past_n(simd, rows, n, name)));
         for (int64_t r = 0; r < rows; ++r)
@@ -203,16 +208,24 @@ TEST(DecodeMicroScores, Bf16) {
               exact += t, mag += std::abs(t);
             }
             const double got = ref[r * kTileKeys + j];
-            ASSERT_TRUE(within(got, exact, kU * std::abs(exact) + 0x1p-45 * mag, name + " ref"));
+            if (!simd_ok) ASSERT_TRUE(within(got, exact, kU * std::abs(exact) + 0x1p-45 * mag, name + " ref"));
             if (simd_ok) {
               ASSERT_TRUE(within(simd[r * kTileKeys + j], got, (dk + 2) * kU * mag + dk * 0x1p-126, name + " avx512"));
             }
           }
       }
-  if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available: reference checked only";
 }
 
-TEST(DecodeMicroPv, Bf16) {
+TEST(DecodeMicroScores, Bf16Reference) { check_scores_bf16(false); }
+
+TEST(DecodeMicroScores, Bf16Avx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_scores_bf16(true);
+}
+
+// simd_ok: the AVX-512 kernel against the reference; else the reference against an f64
+// evaluation of the dequantised math.
+void check_pv_bf16(bool simd_ok) {
   for (int64_t rows : kRowCounts)
     for (int64_t n : kKeyCounts)
       for (int64_t dv : kWidths) {
@@ -223,7 +236,6 @@ TEST(DecodeMicroPv, Bf16) {
         const std::vector<float> acc0 = rng.normals(rows * dv);
         std::vector<float> ref = acc0, simd = acc0;
         pv_bf16_ref(p.data(), rows, v.rows.data(), n, dv, ref.data());
-        const bool simd_ok = avx512_available();
         if (simd_ok) pv_bf16_avx512(p.data(), rows, v.rows.data(), n, dv, simd.data());
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t c = 0; c < dv; ++c) {
@@ -236,14 +248,20 @@ TEST(DecodeMicroPv, Bf16) {
               vmax = std::max(vmax, std::abs(vj));
             }
             const double got = ref[r * dv + c];
-            ASSERT_TRUE(within(got, exact, 0x1p-8 * mag + 2 * kU * (std::abs(a0) + mag) + 1e-300, name + " ref"));
+            if (!simd_ok) ASSERT_TRUE(within(got, exact, 0x1p-8 * mag + 2 * kU * (std::abs(a0) + mag) + 1e-300, name + " ref"));
             if (simd_ok) {
               const double tol = (n + 2) * kU * (std::abs(a0) + mag * (1 + 0x1p-7)) + n * 0x1p-126 * vmax;
               ASSERT_TRUE(within(simd[r * dv + c], got, tol, name + " avx512"));
             }
           }
       }
-  if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available: reference checked only";
+}
+
+TEST(DecodeMicroPv, Bf16Reference) { check_pv_bf16(false); }
+
+TEST(DecodeMicroPv, Bf16Avx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_pv_bf16(true);
 }
 
 // ---- int8 ----
@@ -269,7 +287,9 @@ Int8Rows int8_rows(Rng& rng, int64_t n, int64_t d) {
   return k;
 }
 
-TEST(DecodeMicroScores, Int8) {
+// simd_ok: the AVX-512 kernel against the reference; else the reference against an f64
+// evaluation of the dequantised math.
+void check_scores_int8(bool simd_ok) {
   for (int64_t rows : kRowCounts)
     for (int64_t n : kKeyCounts)
       for (int64_t dk : kWidths) {
@@ -284,7 +304,6 @@ TEST(DecodeMicroScores, Int8) {
         const float* kscale = n ? scale_pool.add(k.scale, 0) : nullptr;
         std::vector<float> ref = scores_buffer(rows), simd = scores_buffer(rows);
         scores_int8_ref(q8.data(), qs.data(), rows, dk, k.rows.data(), kscale, n, ref.data());
-        const bool simd_ok = avx512_available();
         if (simd_ok) scores_int8_avx512(q8.data(), qs.data(), rows, dk, k.rows.data(), kscale, n, simd.data());
         ASSERT_TRUE(untouched_past_n(ref, rows, n, name) && (!simd_ok || untouched_past_n(simd, rows, n, name)));
         for (int64_t r = 0; r < rows; ++r)
@@ -296,13 +315,19 @@ TEST(DecodeMicroScores, Int8) {
               rounding += std::abs(code) * (qs[r] / 2.0 + 3.01 * kU * std::abs(qc));
             }
             const double ks = k.scale[j], got = ref[r * kTileKeys + j];
-            ASSERT_TRUE(within(got, ks * exact, ks * (rounding + 2 * kU * mag) + 1e-300, name + " ref"));
+            if (!simd_ok) ASSERT_TRUE(within(got, ks * exact, ks * (rounding + 2 * kU * mag) + 1e-300, name + " ref"));
             if (simd_ok) {
               ASSERT_TRUE(within(simd[r * kTileKeys + j], got, 5 * kU * std::abs(got), name + " avx512"));
             }
           }
       }
-  if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available: reference checked only";
+}
+
+TEST(DecodeMicroScores, Int8Reference) { check_scores_int8(false); }
+
+TEST(DecodeMicroScores, Int8Avx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_scores_int8(true);
 }
 
 // Weights w = fl(p * scale) of one row and their documented integer scale: int8 values
@@ -326,7 +351,9 @@ RowWeights row_weights(const float* p, int64_t n, int64_t groups, const std::vec
   return rw;
 }
 
-TEST(DecodeMicroPv, Int8) {
+// simd_ok: the AVX-512 kernel against the reference; else the reference against an f64
+// evaluation of the dequantised math.
+void check_pv_int8(bool simd_ok) {
   for (int64_t rows : kRowCounts)
     for (int64_t n : kKeyCounts)
       for (int64_t dv : kWidths) {
@@ -339,7 +366,6 @@ TEST(DecodeMicroPv, Int8) {
         const std::vector<float> acc0 = rng.normals(rows * dv);
         std::vector<float> ref = acc0, simd = acc0;
         pv_int8_ref(p.data(), rows, v.rows.data(), vscale, n, dv, ref.data());
-        const bool simd_ok = avx512_available();
         if (simd_ok) pv_int8_avx512(p.data(), rows, v.rows.data(), vscale, n, dv, simd.data());
         for (int64_t r = 0; r < rows; ++r) {
           const RowWeights rw = row_weights(p.data() + r * kTileKeys, n, 1, nullptr, &v.scale);
@@ -354,14 +380,20 @@ TEST(DecodeMicroPv, Int8) {
               wmag += std::abs(code) * (rw.w[j] + rw.ws[0]);
             }
             const double got = ref[r * dv + c];
-            ASSERT_TRUE(within(got, exact, rounding + 2 * kU * (std::abs(a0) + mag) + 1e-300, name + " ref"));
+            if (!simd_ok) ASSERT_TRUE(within(got, exact, rounding + 2 * kU * (std::abs(a0) + mag) + 1e-300, name + " ref"));
             if (simd_ok) {
               ASSERT_TRUE(within(simd[r * dv + c], got, 4 * kU * (std::abs(a0) + wmag), name + " avx512"));
             }
           }
         }
       }
-  if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available: reference checked only";
+}
+
+TEST(DecodeMicroPv, Int8Reference) { check_pv_int8(false); }
+
+TEST(DecodeMicroPv, Int8Avx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_pv_int8(true);
 }
 
 // ---- int4 ----
@@ -408,7 +440,9 @@ Int4Keys int4_keys(Rng& rng, int64_t n, int64_t dk, int64_t Gk) {
   return k;
 }
 
-TEST(DecodeMicroScores, Int4) {
+// simd_ok: the AVX-512 kernel against the reference; else the reference against an f64
+// evaluation of the dequantised math.
+void check_scores_int4(bool simd_ok) {
   const int64_t kGroups[] = {2, 6, 32};  // tokens per key group: boundaries inside and across blocks
   int64_t index = 0;
   for (int64_t rows : kRowCounts)
@@ -421,7 +455,6 @@ TEST(DecodeMicroScores, Int4) {
         const Int4Keys k = int4_keys(rng, n, dk, Gk);
         std::vector<float> ref = scores_buffer(rows), simd = scores_buffer(rows);
         scores_int4_ref(q.data(), rows, dk, k.rows.data(), k.scale.data(), k.zero.data(), n, ref.data());
-        const bool simd_ok = avx512_available();
         if (simd_ok)
           scores_int4_avx512(q.data(), rows, dk, k.rows.data(), k.scale.data(), k.zero.data(), n, simd.data());
         ASSERT_TRUE(untouched_past_n(ref, rows, n, name) && (!simd_ok || untouched_past_n(simd, rows, n, name)));
@@ -441,14 +474,20 @@ TEST(DecodeMicroScores, Int4) {
               dmag += code * (std::abs(qk[c]) + qs);
             }
             const double got = ref[r * kTileKeys + j];
-            ASSERT_TRUE(within(got, exact, rounding + 2 * kU * mag + 1e-300, name + " ref"));
+            if (!simd_ok) ASSERT_TRUE(within(got, exact, rounding + 2 * kU * mag + 1e-300, name + " ref"));
             if (simd_ok) {
               const double tol = 4 * kU * (dmag + zmag) + (dk + 4) * kU * zmag;
               ASSERT_TRUE(within(simd[r * kTileKeys + j], got, tol, name + " avx512"));
             }
           }
       }
-  if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available: reference checked only";
+}
+
+TEST(DecodeMicroScores, Int4Reference) { check_scores_int4(false); }
+
+TEST(DecodeMicroScores, Int4Avx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_scores_int4(true);
 }
 
 struct Int4Values {
@@ -475,7 +514,8 @@ Int4Values int4_values(Rng& rng, int64_t n, int64_t dv, int64_t G) {
   return v;
 }
 
-void check_pv_int4(int64_t rows, int64_t n, int64_t dv, int64_t G) {
+// simd_ok: the AVX-512 kernel against the reference; else the reference against f64.
+void check_pv_int4(int64_t rows, int64_t n, int64_t dv, int64_t G, bool simd_ok) {
   const std::string name = case_name(rows, n, dv, G);
   Rng rng(seed_of(6, rows, n, dv, G));
   const std::vector<float> p = make_p(rng, rows, n);
@@ -483,7 +523,6 @@ void check_pv_int4(int64_t rows, int64_t n, int64_t dv, int64_t G) {
   const std::vector<float> acc0 = rng.normals(rows * dv);
   std::vector<float> ref = acc0, simd = acc0;
   pv_int4_ref(p.data(), rows, v.rows.data(), v.scale.data(), v.zero.data(), G, n, dv, ref.data());
-  const bool simd_ok = avx512_available();
   if (simd_ok) pv_int4_avx512(p.data(), rows, v.rows.data(), v.scale.data(), v.zero.data(), G, n, dv, simd.data());
   const int64_t groups = int4_value_groups(dv, G);
   for (int64_t r = 0; r < rows; ++r) {
@@ -503,7 +542,7 @@ void check_pv_int4(int64_t rows, int64_t n, int64_t dv, int64_t G) {
         wmag += code * (w + rw.ws[g]);
       }
       const double got = ref[r * dv + c];
-      ASSERT_TRUE(within(got, exact, rounding + 2 * kU * (std::abs(a0) + mag) + 1e-300, name + " ref"));
+      if (!simd_ok) ASSERT_TRUE(within(got, exact, rounding + 2 * kU * (std::abs(a0) + mag) + 1e-300, name + " ref"));
       if (simd_ok) {
         const double tol = 4 * kU * (std::abs(a0) + wmag + zmag) + (n + 4) * kU * zmag;
         ASSERT_TRUE(within(simd[r * dv + c], got, tol, name + " avx512"));
@@ -512,27 +551,39 @@ void check_pv_int4(int64_t rows, int64_t n, int64_t dv, int64_t G) {
   }
 }
 
-TEST(DecodeMicroPv, Int4) {
+void check_pv_int4_all(bool simd_ok) {
   for (int64_t G : {16, 32, 48, 64})  // 48: 32-channel chunks straddle groups; dv = 32 < G = 48, 64
     for (int64_t rows : kRowCounts)
       for (int64_t n : kKeyCounts)
         for (int64_t dv : kWidths) {
-          check_pv_int4(rows, n, dv, G);
-          if (HasFatalFailure()) return;
+          check_pv_int4(rows, n, dv, G, simd_ok);
+          if (::testing::Test::HasFatalFailure()) return;
         }
-  if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available: reference checked only";
+}
+
+TEST(DecodeMicroPv, Int4Reference) { check_pv_int4_all(false); }
+
+TEST(DecodeMicroPv, Int4Avx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_pv_int4_all(true);
 }
 
 // More than 16 groups per row: the AVX-512 weights come in several slices of 16 groups.
-TEST(DecodeMicroPv, Int4ManyGroups) {
+void check_pv_int4_many_groups(bool simd_ok) {
   for (int64_t G : {16, 48})
     for (int64_t rows : {1, 4, 5})
       for (int64_t n : {int64_t{17}, kTileKeys})
         for (int64_t dv : {512, 1024}) {
-          check_pv_int4(rows, n, dv, G);
-          if (HasFatalFailure()) return;
+          check_pv_int4(rows, n, dv, G, simd_ok);
+          if (::testing::Test::HasFatalFailure()) return;
         }
-  if (!avx512_available()) GTEST_SKIP() << "AVX-512 BF16 / VNNI not available: reference checked only";
+}
+
+TEST(DecodeMicroPv, Int4ManyGroupsReference) { check_pv_int4_many_groups(false); }
+
+TEST(DecodeMicroPv, Int4ManyGroupsAvx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_pv_int4_many_groups(true);
 }
 
 // ---- extremes ----
@@ -540,7 +591,8 @@ TEST(DecodeMicroPv, Int4ManyGroups) {
 // Every |q8| at 127 against every code at its extreme (keys of +127 and of -127, which the
 // AVX-512 kernel offsets to 255 and 1): the largest int32 dot products, which must come out
 // exact; the same for int4 codes against the int16 limit.
-TEST(DecodeMicroExtremes, WorstCaseDotProductsDoNotOverflow) {
+// simd: the AVX-512 kernels; else the references.
+void check_worst_case_dot_products(bool simd) {
   constexpr int64_t dk = 1024, n = 5, rows = 2;
   std::vector<float> q(rows * dk, 1.0f);
   std::fill(q.begin() + dk, q.end(), -1.0f);
@@ -557,28 +609,33 @@ TEST(DecodeMicroExtremes, WorstCaseDotProductsDoNotOverflow) {
   std::vector<const uint8_t*> k4(n, pool.add(std::vector<uint8_t>(dk / 2, 0xFF), 1));
   const std::vector<uint16_t> ones(dk, float_to_f16(1.0f)), zeros(dk, 0);
   std::vector<const uint16_t*> k4s(n, pool.add(ones, 2)), k4z(n, pool.add(zeros, 2));
-  for (bool simd : {false, true}) {
-    if (simd && !avx512_available()) continue;
-    std::vector<float> s8 = scores_buffer(rows), s4 = scores_buffer(rows);
-    if (simd) {
-      scores_int8_avx512(q8.data(), qs, rows, dk, k8.data(), kscale.data(), n, s8.data());
-      scores_int4_avx512(q.data(), rows, dk, k4.data(), k4s.data(), k4z.data(), n, s4.data());
-    } else {
-      scores_int8_ref(q8.data(), qs, rows, dk, k8.data(), kscale.data(), n, s8.data());
-      scores_int4_ref(q.data(), rows, dk, k4.data(), k4s.data(), k4z.data(), n, s4.data());
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      const double sign = j % 2 ? -1 : 1;
-      EXPECT_NEAR(s8[j], sign * 0.5 * 127 * dk, 5 * kU * 0.5 * 127 * dk) << simd;
-      EXPECT_NEAR(s8[kTileKeys + j], -sign * 0.5 * 127 * dk, 5 * kU * 0.5 * 127 * dk) << simd;
-      EXPECT_NEAR(s4[j], 15.0 * dk, 5 * kU * 15 * dk) << simd;
-      EXPECT_NEAR(s4[kTileKeys + j], -15.0 * dk, 5 * kU * 15 * dk) << simd;
-    }
+  std::vector<float> s8 = scores_buffer(rows), s4 = scores_buffer(rows);
+  if (simd) {
+    scores_int8_avx512(q8.data(), qs, rows, dk, k8.data(), kscale.data(), n, s8.data());
+    scores_int4_avx512(q.data(), rows, dk, k4.data(), k4s.data(), k4z.data(), n, s4.data());
+  } else {
+    scores_int8_ref(q8.data(), qs, rows, dk, k8.data(), kscale.data(), n, s8.data());
+    scores_int4_ref(q.data(), rows, dk, k4.data(), k4s.data(), k4z.data(), n, s4.data());
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const double sign = j % 2 ? -1 : 1;
+    EXPECT_NEAR(s8[j], sign * 0.5 * 127 * dk, 5 * kU * 0.5 * 127 * dk) << simd;
+    EXPECT_NEAR(s8[kTileKeys + j], -sign * 0.5 * 127 * dk, 5 * kU * 0.5 * 127 * dk) << simd;
+    EXPECT_NEAR(s4[j], 15.0 * dk, 5 * kU * 15 * dk) << simd;
+    EXPECT_NEAR(s4[kTileKeys + j], -15.0 * dk, 5 * kU * 15 * dk) << simd;
   }
 }
 
+TEST(DecodeMicroExtremes, WorstCaseDotProductsDoNotOverflowReference) { check_worst_case_dot_products(false); }
+
+TEST(DecodeMicroExtremes, WorstCaseDotProductsDoNotOverflowAvx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_worst_case_dot_products(true);
+}
+
 // A poisoned row or group (NaN parameters, kv_quant.hpp) comes out NaN, never silently finite.
-TEST(DecodeMicroExtremes, PoisonedParametersComeOutNaN) {
+// simd: the AVX-512 kernels; else the references.
+void check_poisoned_parameters(bool simd) {
   constexpr int64_t d = 64, n = 6, rows = 2, G = 32;
   const float nan = std::numeric_limits<float>::quiet_NaN();
   Rng rng(11);
@@ -597,36 +654,41 @@ TEST(DecodeMicroExtremes, PoisonedParametersComeOutNaN) {
   std::vector<const uint16_t*> vzero = v4.zero;
   vzero[4] = pool.add(std::vector<uint16_t>(2, kKvQuantPoison), 2);
   const std::vector<float> p = make_p(rng, rows, n);
-  for (bool simd : {false, true}) {
-    if (simd && !avx512_available()) continue;
-    std::vector<float> s8 = scores_buffer(rows), s4 = scores_buffer(rows), o8(rows * d, 0.0f), o4(rows * d, 0.0f);
-    if (simd) {
-      scores_int8_avx512(q8.data(), qs, rows, d, k8.rows.data(), kscale.data(), n, s8.data());
-      scores_int4_avx512(q.data(), rows, d, k4.rows.data(), k4.scale.data(), k4.zero.data(), n, s4.data());
-      pv_int8_avx512(p.data(), rows, k8.rows.data(), kscale.data(), n, d, o8.data());
-      pv_int4_avx512(p.data(), rows, v4.rows.data(), v4.scale.data(), vzero.data(), G, n, d, o4.data());
-    } else {
-      scores_int8_ref(q8.data(), qs, rows, d, k8.rows.data(), kscale.data(), n, s8.data());
-      scores_int4_ref(q.data(), rows, d, k4.rows.data(), k4.scale.data(), k4.zero.data(), n, s4.data());
-      pv_int8_ref(p.data(), rows, k8.rows.data(), kscale.data(), n, d, o8.data());
-      pv_int4_ref(p.data(), rows, v4.rows.data(), v4.scale.data(), vzero.data(), G, n, d, o4.data());
+  std::vector<float> s8 = scores_buffer(rows), s4 = scores_buffer(rows), o8(rows * d, 0.0f), o4(rows * d, 0.0f);
+  if (simd) {
+    scores_int8_avx512(q8.data(), qs, rows, d, k8.rows.data(), kscale.data(), n, s8.data());
+    scores_int4_avx512(q.data(), rows, d, k4.rows.data(), k4.scale.data(), k4.zero.data(), n, s4.data());
+    pv_int8_avx512(p.data(), rows, k8.rows.data(), kscale.data(), n, d, o8.data());
+    pv_int4_avx512(p.data(), rows, v4.rows.data(), v4.scale.data(), vzero.data(), G, n, d, o4.data());
+  } else {
+    scores_int8_ref(q8.data(), qs, rows, d, k8.rows.data(), kscale.data(), n, s8.data());
+    scores_int4_ref(q.data(), rows, d, k4.rows.data(), k4.scale.data(), k4.zero.data(), n, s4.data());
+    pv_int8_ref(p.data(), rows, k8.rows.data(), kscale.data(), n, d, o8.data());
+    pv_int4_ref(p.data(), rows, v4.rows.data(), v4.scale.data(), vzero.data(), G, n, d, o4.data());
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      EXPECT_EQ(std::isnan(s8[r * kTileKeys + j]), j == 3) << simd << " " << j;
+      EXPECT_EQ(std::isnan(s4[r * kTileKeys + j]), j == 2 || j == 3) << simd << " " << j;
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t j = 0; j < n; ++j) {
-        EXPECT_EQ(std::isnan(s8[r * kTileKeys + j]), j == 3) << simd << " " << j;
-        EXPECT_EQ(std::isnan(s4[r * kTileKeys + j]), j == 2 || j == 3) << simd << " " << j;
-      }
-      for (int64_t c = 0; c < d; ++c) {
-        EXPECT_TRUE(std::isnan(o8[r * d + c])) << simd;
-        EXPECT_TRUE(std::isnan(o4[r * d + c])) << simd;
-      }
+    for (int64_t c = 0; c < d; ++c) {
+      EXPECT_TRUE(std::isnan(o8[r * d + c])) << simd;
+      EXPECT_TRUE(std::isnan(o4[r * d + c])) << simd;
     }
   }
 }
 
+TEST(DecodeMicroExtremes, PoisonedParametersComeOutNaNReference) { check_poisoned_parameters(false); }
+
+TEST(DecodeMicroExtremes, PoisonedParametersComeOutNaNAvx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_poisoned_parameters(true);
+}
+
 // int4 pv weights are rounded per (row, group): a poisoned scale of one key's group g makes
 // the channels of group g NaN, and only those.
-TEST(DecodeMicroExtremes, PoisonedInt4ValueScaleStaysInItsGroup) {
+// simd: the AVX-512 kernels; else the references.
+void check_poisoned_int4_value_scale(bool simd) {
   constexpr int64_t d = 128, n = 20, rows = 5, G = 32;
   Rng rng(12);
   const Int4Values v = int4_values(rng, n, d, G);
@@ -636,16 +698,20 @@ TEST(DecodeMicroExtremes, PoisonedInt4ValueScaleStaysInItsGroup) {
   RowPool pool;
   vscale[7] = pool.add(scales, 2);
   const std::vector<float> p = make_p(rng, rows, n);
-  for (bool simd : {false, true}) {
-    if (simd && !avx512_available()) continue;
-    std::vector<float> o(rows * d, 0.0f);
-    if (simd)
-      pv_int4_avx512(p.data(), rows, v.rows.data(), vscale.data(), v.zero.data(), G, n, d, o.data());
-    else
-      pv_int4_ref(p.data(), rows, v.rows.data(), vscale.data(), v.zero.data(), G, n, d, o.data());
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < d; ++c) EXPECT_EQ(std::isnan(o[r * d + c]), c / G == 2) << simd << " " << r << " " << c;
-  }
+  std::vector<float> o(rows * d, 0.0f);
+  if (simd)
+    pv_int4_avx512(p.data(), rows, v.rows.data(), vscale.data(), v.zero.data(), G, n, d, o.data());
+  else
+    pv_int4_ref(p.data(), rows, v.rows.data(), vscale.data(), v.zero.data(), G, n, d, o.data());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < d; ++c) EXPECT_EQ(std::isnan(o[r * d + c]), c / G == 2) << simd << " " << r << " " << c;
+}
+
+TEST(DecodeMicroExtremes, PoisonedInt4ValueScaleStaysInItsGroupReference) { check_poisoned_int4_value_scale(false); }
+
+TEST(DecodeMicroExtremes, PoisonedInt4ValueScaleStaysInItsGroupAvx512) {
+  if (!avx512_available()) GTEST_SKIP() << kNoAvx512;
+  check_poisoned_int4_value_scale(true);
 }
 
 }  // namespace

@@ -1,19 +1,21 @@
 # cmake/fuzz.cmake — builds the libFuzzer targets and registers short fuzz runs with ctest.
 # Included by CMakeLists.txt when ATTNKIT_FUZZ and ATTNKIT_TESTS are ON. The main build
 # uses g++, which has no libFuzzer, so the fuzzers are compiled by clang++ directly through
-# custom commands. Without a working clang++ + libFuzzer configuration fails with the reason
-# (scripts/setup.sh installs both); configure with -DATTNKIT_FUZZ=OFF to build without them,
-# so the fuzz run can never drop out of the test suite unnoticed.
+# custom commands. Without a working clang++ + libFuzzer the fuzz targets are switched off
+# with a message naming the reason (scripts/setup.sh installs both); with
+# ATTNKIT_REQUIRE_TOOLS (scripts/test.sh) that is a configuration error instead, so the fuzz
+# run can never drop out of CI unnoticed.
 # Not for: running long fuzz campaigns (run build/fuzz/npy_fuzz by hand for that).
 
 find_program(ATTNKIT_FUZZ_CXX NAMES clang++ clang++-14 DOC "clang++ used to build the libFuzzer targets")
 if(NOT ATTNKIT_FUZZ_CXX)
-  message(FATAL_ERROR "attnkit fuzz: clang++ not found (install clang, or configure with -DATTNKIT_FUZZ=OFF)")
+  attnkit_missing_tool(ATTNKIT_FUZZ "clang++ (clang)")
+  return()
 endif()
 
 set(ATTNKIT_FUZZ_FLAGS -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
     -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter)
-set(ATTNKIT_FUZZ_DIR ${CMAKE_BINARY_DIR}/fuzz)
+set(ATTNKIT_FUZZ_DIR ${PROJECT_BINARY_DIR}/fuzz)
 file(MAKE_DIRECTORY ${ATTNKIT_FUZZ_DIR})
 
 # Probe once per compiler: clang++ may be present without libFuzzer (libclang-rt-*-dev), and
@@ -41,8 +43,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   set(ATTNKIT_FUZZ_PROBED_CXX ${ATTNKIT_FUZZ_CXX} CACHE INTERNAL "compiler ATTNKIT_FUZZ_WORKS was probed with")
 endif()
 if(NOT ATTNKIT_FUZZ_WORKS)
-  message(FATAL_ERROR "attnkit fuzz: ${ATTNKIT_FUZZ_CXX} cannot build a libFuzzer target linked with fmt "
-                      "(is libclang-rt-14-dev installed?); configure with -DATTNKIT_FUZZ=OFF to build without it")
+  attnkit_missing_tool(ATTNKIT_FUZZ "a clang++ that links libFuzzer targets with fmt (libclang-rt-14-dev)")
+  return()
 endif()
 message(STATUS "attnkit fuzz: building libFuzzer targets with ${ATTNKIT_FUZZ_CXX}")
 
@@ -57,9 +59,9 @@ function(attnkit_add_fuzzer name)
     add_custom_command(
       OUTPUT ${obj}
       COMMAND ${CMAKE_COMMAND} -E make_directory ${ATTNKIT_FUZZ_DIR}/${name}.objs
-      COMMAND ${ATTNKIT_FUZZ_CXX} ${ATTNKIT_FUZZ_FLAGS} -I${CMAKE_SOURCE_DIR}/include -MD -MF ${obj}.d
-              -c ${CMAKE_SOURCE_DIR}/${src} -o ${obj}
-      DEPENDS ${CMAKE_SOURCE_DIR}/${src}
+      COMMAND ${ATTNKIT_FUZZ_CXX} ${ATTNKIT_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/include -MD -MF ${obj}.d
+              -c ${PROJECT_SOURCE_DIR}/${src} -o ${obj}
+      DEPENDS ${PROJECT_SOURCE_DIR}/${src}
       DEPFILE ${obj}.d
       COMMENT "Compiling ${src} for ${name} with clang++ (libFuzzer + ASan + UBSan)"
       VERBATIM)
@@ -80,15 +82,15 @@ endfunction()
 # and the committed seeds are only ever read.
 function(attnkit_add_fuzz_test name seconds)
   string(REGEX REPLACE "_fuzz$" "" corpus_name ${name})
-  set(seeds ${CMAKE_SOURCE_DIR}/fuzz/corpus/${corpus_name})
+  set(seeds ${PROJECT_SOURCE_DIR}/fuzz/corpus/${corpus_name})
   set(work ${ATTNKIT_FUZZ_DIR}/${name}.corpus)
   set(artifacts ${ATTNKIT_FUZZ_DIR}/${name}.artifacts)
   add_test(NAME ${name}_corpus
            COMMAND ${CMAKE_COMMAND} -E copy_directory ${seeds} ${work})
   set_tests_properties(${name}_corpus PROPERTIES FIXTURES_SETUP ${name}_corpus LABELS fuzz)
   set(dict_args)
-  if(EXISTS ${CMAKE_SOURCE_DIR}/fuzz/${corpus_name}.dict)
-    set(dict_args -dict=${CMAKE_SOURCE_DIR}/fuzz/${corpus_name}.dict)
+  if(EXISTS ${PROJECT_SOURCE_DIR}/fuzz/${corpus_name}.dict)
+    set(dict_args -dict=${PROJECT_SOURCE_DIR}/fuzz/${corpus_name}.dict)
   endif()
   file(MAKE_DIRECTORY ${artifacts})
   add_test(NAME ${name}_short

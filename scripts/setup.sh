@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages attnkit builds and tests with. Idempotent: asks apt
-# only for what is missing, so a second run needs no network.
+# Installs the Debian packages attnkit needs. Idempotent: asks apt only for what is missing,
+# so a second run needs no network.
+#   scripts/setup.sh             everything: library, CLI, tests, benchmarks, fuzzing (test.sh)
+#   scripts/setup.sh --runtime   only what the library and the CLI build with (run.sh)
 set -euo pipefail
-pkgs=(cmake g++ make clang libclang-rt-14-dev libomp-dev libhwy-dev libcli11-dev nlohmann-json3-dev
-      libfmt-dev libpng-dev libgtest-dev libgmock-dev googletest libbenchmark-dev python3)
+runtime=(cmake g++ make libhwy-dev libfmt-dev nlohmann-json3-dev libpng-dev libcli11-dev)
+testing=(clang libclang-rt-14-dev libomp-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
+         python3 pkg-config)
+case "${1:-}" in
+  "") pkgs=("${runtime[@]}" "${testing[@]}") ;;
+  --runtime) pkgs=("${runtime[@]}") ;;
+  *) echo "usage: scripts/setup.sh [--runtime]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Builds everything and runs the whole test suite twice: a Release build (with a short
-# libFuzzer run of every file parser) and a build under AddressSanitizer + UBSan.
+# libFuzzer run of every file parser and an install consumed with find_package and
+# pkg-config) and a build under AddressSanitizer + UBSan. Every suite is switched on
+# explicitly and its tools are required, so none can drop out unnoticed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 jobs=$(nproc)
 
 echo "== release build and tests"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DATTNKIT_TESTS=ON -DATTNKIT_BENCH=ON -DATTNKIT_FUZZ=ON \
+  -DATTNKIT_REQUIRE_TOOLS=ON >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 echo "== ASan + UBSan build and tests"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNKIT_SANITIZE=ON -DATTNKIT_BENCH=OFF \
-  -DATTNKIT_FUZZ=OFF >/dev/null
-cmake --build build-asan -j"$jobs" --target attnkit_tests attnkit_cli
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNKIT_SANITIZE=ON -DATTNKIT_TESTS=ON \
+  -DATTNKIT_BENCH=OFF -DATTNKIT_FUZZ=OFF -DATTNKIT_REQUIRE_TOOLS=ON >/dev/null
+cmake --build build-asan -j"$jobs" --target attnkit_tests attnkit_cli attnkit_example_quickstart
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs"

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "attnkit/atomic_file.hpp"
 #include "attnkit/tensor.hpp"
 
 namespace attnkit {
@@ -32,8 +33,14 @@ Tensor parse_npy(const void* bytes, size_t size, std::string_view arg_name);
 // Writes `t` as a version 1.0 .npy file in logical C order (any strides, including
 // transposed or sliced views); the header is padded so the data starts at a multiple of
 // 64 bytes. f16, f32 and f64 keep their type; bf16 has no numpy dtype and is written as
-// '<f4' (exactly, since every bf16 value is an f32 value). Throws Error naming `path` when
-// the file cannot be written; a partly written file is removed.
-void write_npy(const std::string& path, const TensorView& t);
+// '<f4' (exactly, since every bf16 value is an f32 value). The file is written beside
+// `path` and renamed over it (attnkit/atomic_file.hpp): on any failure `path` is left as
+// it was, and a `path` that exists but is not a regular file is refused. Throws Error
+// starting with `arg_name` and the path (e.g. "--out (o.npy): ..."), or "write_npy (PATH)".
+void write_npy(const std::string& path, const TensorView& t, std::string_view arg_name = {});
+
+// The same array written into an open AtomicFile; the caller commits, so a command with
+// several outputs can write all of them before renaming any into place.
+void write_npy(AtomicFile& out, const TensorView& t);
 
 }  // namespace attnkit

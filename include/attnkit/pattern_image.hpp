@@ -77,7 +77,9 @@ struct PngInfo {
   int64_t pixels_per_pair = 1;  // side of the square of pixels one pair covers
 };
 
-// Writes the picture of `pattern` (q_len, kv_len >= 1) to `path` as an 8-bit RGB PNG.
+// Writes the picture of `pattern` (q_len, kv_len >= 1) to `path` as an 8-bit RGB PNG,
+// beside `path` and renamed over it (attnkit/atomic_file.hpp): a failed write leaves `path`
+// as it was, and a `path` that exists but is not a regular file is refused before drawing.
 // Throws Error for bad options (naming the field), an empty pattern, or a file that cannot
 // be written (naming the path). With tile_classes it also costs one BoundPattern::tiles().
 PngInfo write_pattern_png(const BoundPattern& pattern, const std::string& path, const PngOptions& options = {});

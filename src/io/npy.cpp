@@ -1,8 +1,9 @@
-// .npy reader and writer (format: numpy.lib.format / NEP 1). The reader is a parser for
-// untrusted files: every length, count and offset is checked against the bytes actually
+// .npy reader (format: numpy.lib.format / NEP 1); the writer is npy_write.cpp. The reader is
+// a parser for untrusted files: every length, count and offset is checked against the bytes actually
 // present before anything is allocated or copied, and the header dict is read by a small
 // strict grammar rather than a general Python-literal evaluator.
-// Not for: .npz, memory mapping, or dtypes other than little-endian f2/f4/f8.
+// Not for: writing (npy_write.cpp), .npz, memory mapping, or dtypes other than
+// little-endian f2/f4/f8.
 #include "attnkit/npy.hpp"
 
 #include <fcntl.h>
@@ -24,6 +25,8 @@
 
 #include <fmt/format.h>
 
+#include "attnkit/error.hpp"
+
 namespace attnkit {
 namespace {
 
@@ -35,20 +38,12 @@ constexpr unsigned char kMagic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
 constexpr size_t kVersionEnd = 8;     // magic + major + minor
 constexpr size_t kMaxPreamble = 12;   // ... + a 4-byte header length (versions 2 and 3)
 constexpr size_t kSnippetBytes = 96;  // how much of a bad header an error message quotes
+constexpr size_t kQuotedPathBytes = 240;
 
-// Printable rendering of untrusted bytes for error messages: control and non-ASCII bytes
-// become \xNN, and long input is cut so a 1 MiB header cannot flood a terminal.
+// Untrusted header bytes quoted in a message: every byte outside printable ASCII becomes
+// \xNN, and long input is cut so a 1 MiB header cannot flood a terminal.
 std::string escaped(std::string_view s, size_t max_bytes = kSnippetBytes) {
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < max_bytes; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7F && c != '\\')
-      out.push_back(static_cast<char>(c));
-    else
-      out += fmt::format("\\x{:02x}", c);
-  }
-  if (s.size() > max_bytes) out += "...";
-  return out;
+  return printable(s, max_bytes, Printable::ascii);
 }
 
 // The shape as numpy prints it, "(4, 8, 16, 64)" or "(5,)", which is also how the header
@@ -354,7 +349,8 @@ Tensor parse_npy(const void* bytes, size_t size, std::string_view arg_name) {
 }
 
 Tensor read_npy(const std::string& path, std::string_view arg_name) {
-  const std::string label = arg_name.empty() ? path : fmt::format("{} ({})", arg_name, path);
+  const std::string shown = printable(path, kQuotedPathBytes);
+  const std::string label = arg_name.empty() ? shown : fmt::format("{} ({})", arg_name, shown);
   // O_NONBLOCK so that opening a FIFO does not wait for a writer; fstat on the open handle,
   // so the size belongs to the file actually read. Directories, pipes and devices are
   // refused because their sizes say nothing about their contents.
@@ -396,97 +392,6 @@ Tensor read_npy(const std::string& path, std::string_view arg_name) {
   Tensor t(h.dtype, h.shape);
   read_exact(f.get(), t.data(), static_cast<size_t>(h.data_bytes), label, "data");
   return t;
-}
-
-namespace {
-
-// numpy's own layout: "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
-// space padded and ending in '\n' so that the data starts at a multiple of 64 bytes (which
-// lets readers memory-map it aligned).
-std::string npy_v1_preamble_and_header(std::string_view descr, const TensorView& t) {
-  const std::vector<int64_t> shape = t.shape();
-  const std::string shape_tuple =
-      shape.size() == 1 ? fmt::format("({},)", shape[0]) : fmt::format("({})", fmt::join(shape, ", "));
-  std::string dict = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", descr, shape_tuple);
-  constexpr size_t kPreambleV1 = 10;
-  const size_t unpadded = kPreambleV1 + dict.size() + 1;
-  dict.append((unpadded + 63) / 64 * 64 - unpadded, ' ');
-  dict.push_back('\n');
-  assert(dict.size() <= 0xFFFF);  // rank <= 4 keeps the dict far below version 1's limit
-  std::string out(reinterpret_cast<const char*>(kMagic), sizeof kMagic);
-  out.push_back('\x01');
-  out.push_back('\x00');
-  out.push_back(static_cast<char>(dict.size() & 0xFF));
-  out.push_back(static_cast<char>(dict.size() >> 8));
-  return out + dict;
-}
-
-void write_all(std::FILE* f, const void* src, size_t n, const std::string& path) {
-  if (n != 0 && std::fwrite(src, 1, n, f) != n)
-    throw Error(fmt::format("write_npy: cannot write '{}': {}", path, std::strerror(errno)));
-}
-
-void write_data(std::FILE* f, const TensorView& t, DType file_dtype, const std::string& path) {
-  const size_t in_size = dtype_size(t.dtype());
-  const auto* base = static_cast<const unsigned char*>(t.data());
-  if (t.is_contiguous() && file_dtype == t.dtype()) {
-    write_all(f, base, static_cast<size_t>(t.numel()) * in_size, path);
-    return;
-  }
-  // Gather in logical C order through a bounded buffer: one fwrite per element would be
-  // slow, and a whole-tensor copy would double peak memory for large views.
-  constexpr size_t kChunk = size_t{1} << 16;
-  std::vector<unsigned char> buf;
-  buf.reserve(kChunk + 8);
-  // Dimensions past the rank have size 1 (TensorView pads them), so four loops cover 1..4.
-  for (int64_t i0 = 0; i0 < t.size(0); ++i0)
-    for (int64_t i1 = 0; i1 < t.size(1); ++i1)
-      for (int64_t i2 = 0; i2 < t.size(2); ++i2)
-        for (int64_t i3 = 0; i3 < t.size(3); ++i3) {
-          const unsigned char* src = base + t.offset(i0, i1, i2, i3) * static_cast<int64_t>(in_size);
-          if (t.dtype() == DType::bf16) {
-            uint16_t b;
-            std::memcpy(&b, src, sizeof b);
-            const float x = bf16_to_float(b);
-            const auto* xb = reinterpret_cast<const unsigned char*>(&x);
-            buf.insert(buf.end(), xb, xb + sizeof x);
-          } else {
-            buf.insert(buf.end(), src, src + in_size);
-          }
-          if (buf.size() >= kChunk) {
-            write_all(f, buf.data(), buf.size(), path);
-            buf.clear();
-          }
-        }
-  write_all(f, buf.data(), buf.size(), path);
-}
-
-}  // namespace
-
-void write_npy(const std::string& path, const TensorView& t) {
-  if (t.rank() < 1 || t.rank() > kMaxRank)
-    throw Error(fmt::format("write_npy: cannot write '{}': tensor rank {} is outside [1, {}]", path, t.rank(),
-                            kMaxRank));
-  if (t.data() == nullptr && t.numel() != 0)
-    throw Error(fmt::format("write_npy: cannot write '{}': view of shape {} has no data", path, t.shape_string()));
-  // bf16 has no numpy dtype; every bf16 value is exactly an f32 value, so f32 loses nothing.
-  const DType file_dtype = t.dtype() == DType::bf16 ? DType::f32 : t.dtype();
-  const std::string_view descr = file_dtype == DType::f16 ? "<f2" : file_dtype == DType::f32 ? "<f4" : "<f8";
-
-  File f(std::fopen(path.c_str(), "wb"));
-  if (!f) throw Error(fmt::format("write_npy: cannot open '{}' for writing: {}", path, std::strerror(errno)));
-  try {
-    const std::string head = npy_v1_preamble_and_header(descr, t);
-    write_all(f.get(), head.data(), head.size(), path);
-    write_data(f.get(), t, file_dtype, path);
-    // fclose flushes the stdio buffer, so a full disk can first show up here.
-    if (std::fclose(f.release()) != 0)
-      throw Error(fmt::format("write_npy: cannot write '{}': {}", path, std::strerror(errno)));
-  } catch (...) {
-    f.reset();
-    std::remove(path.c_str());  // never leave a half-written file that looks like an array
-    throw;
-  }
 }
 
 }  // namespace attnkit

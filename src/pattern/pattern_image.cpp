@@ -1,5 +1,5 @@
 // Pictures of a bound pattern (see pattern_image.hpp): ASCII for small sizes, PNG through
-// libpng's simplified API for any size. Not for: anything a kernel runs.
+// libpng's simplified API for any size, written with an AtomicFile. Not for: anything a kernel runs.
 //
 // The PNG is drawn one row of pixel blocks at a time. A block is f x f pairs (f >= 1, the
 // downsampling factor); its shade needs the number of allowed pairs in it, which comes from
@@ -19,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include "attnkit/atomic_file.hpp"
 #include "attnkit/error.hpp"
 #include "attnkit/shape.hpp"
 
@@ -135,16 +136,18 @@ class Canvas {
     fill(width_ - 1, 0, 1, height_, c);
     fill(0, height_ - 1, width_, 1, c);
   }
-  void write(const std::string& path) const {
+  // Through an AtomicFile: libpng writes the temporary file, which is renamed over `path`
+  // only when complete, so a failed write leaves `path` as it was.
+  void write(AtomicFile& out) const {
     png_image image;
     std::memset(&image, 0, sizeof image);
     image.version = PNG_IMAGE_VERSION;
     image.width = static_cast<png_uint_32>(width_);
     image.height = static_cast<png_uint_32>(height_);
     image.format = PNG_FORMAT_RGB;
-    // On failure libpng fills image.message (e.g. strerror of fopen) and removes a partial file.
-    if (!png_image_write_to_file(&image, path.c_str(), 0, rgb_.data(), 0, nullptr))
-      throw Error(fmt::format("png: cannot write '{}': {}", path, image.message));
+    if (!png_image_write_to_stdio(&image, out.stream(), 0, rgb_.data(), 0, nullptr))
+      throw Error(fmt::format("png ({}): cannot write: {}", printable(out.target(), 240), image.message));
+    out.commit();
   }
 
  private:
@@ -171,6 +174,8 @@ std::string render_ascii(const BoundPattern& p) {
 
 PngInfo write_pattern_png(const BoundPattern& p, const std::string& path, const PngOptions& o) {
   validate(p, o);
+  // Created before the drawing so that an unusable path fails before the work.
+  AtomicFile out(path, fmt::format("png ({})", printable(path, 240)));
   const int64_t q_len = p.q_len(), kv_len = p.kv_len();
   const Geometry g = geometry(q_len, kv_len, o);
   Canvas canvas(g.width(), g.height());
@@ -217,7 +222,7 @@ PngInfo write_pattern_png(const BoundPattern& p, const std::string& path, const 
 
   if (o.pair_grid && g.cell >= kMinGridPixels) canvas.grid(g.cell, 1, o.pair_grid_color);
   if (o.tile > 0 && o.tile * g.cell >= kMinGridPixels * g.f) canvas.grid(o.tile * g.cell, g.f, o.tile_grid_color);
-  canvas.write(path);
+  canvas.write(out);
   return {g.width(), g.height(), g.f, g.cell};
 }
 

@@ -34,9 +34,9 @@ struct Plan {
   int64_t bm, rows, rp, splits;
   int64_t q_tiles;
   std::vector<int64_t> tiles_per_row;  // non-empty kv tiles per query tile
-  // Interval patterns compile their tile lists once (O(visited tiles)); the analytic window
-  // kinds rebuild a row on the fly in O(its tiles), so causal holds no list at all.
-  std::optional<TileList> lists;
+  // The kv tiles of each query tile, as the pattern gives them: built on the fly in O(their
+  // count) for analytic kinds (causal holds no list at all), compiled once for the others.
+  TileRows tiles;
   float q_scale;  // applied while packing Qt (f32 path) or to S (native bf16 path)
   Bf16Ops bf16;   // native bf16 dot products, when every input is contiguous bf16
 };
@@ -224,13 +224,7 @@ void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const Tens
   const ScoreMods mods{static_cast<float>(opts.softcap), opts.alibi_slopes.empty() ? nullptr : w.slopes.get(),
                        w.pos_rel.get()};
 
-  std::span<const TileRef> row;
-  if (p.lists) {
-    row = p.lists->row(it.q_tile);
-  } else {
-    p.pattern.tile_row(it.q_tile, p.bm, kBlockKeys, w.tile_row);
-    row = w.tile_row;
-  }
+  const std::span<const TileRef> row = p.tiles.line(it.q_tile, w.tile_row);
   for (const TileRef& t : row.subspan(static_cast<size_t>(it.first), static_cast<size_t>(it.last - it.first))) {
     const int64_t k0 = t.kv_tile * kBlockKeys, width = std::min(kBlockKeys, s.kv_len - k0);
     KvRows kv{};
@@ -285,17 +279,10 @@ Plan make_plan(const AttnProblem& prob, const TensorView& q, const TensorView& k
   p.rows = p.heads * p.bm;
   p.rp = (p.rows + lanes - 1) / lanes * lanes;
   p.q_tiles = (s.q_len + p.bm - 1) / p.bm;
-  const Pattern::Kind kind = p.pattern.pattern().kind();
-  if (kind == Pattern::Kind::none || kind == Pattern::Kind::causal || kind == Pattern::Kind::window) {
-    std::vector<TileRef> row;
-    for (int64_t qt = 0; qt < p.q_tiles; ++qt) {
-      p.pattern.tile_row(qt, p.bm, kBlockKeys, row);
-      p.tiles_per_row.push_back(static_cast<int64_t>(row.size()));
-    }
-  } else {
-    p.lists = p.pattern.tiles(p.bm, kBlockKeys);
-    for (int64_t qt = 0; qt < p.q_tiles; ++qt) p.tiles_per_row.push_back(static_cast<int64_t>(p.lists->row(qt).size()));
-  }
+  p.tiles = p.pattern.tile_rows(p.bm, kBlockKeys);
+  std::vector<TileRef> row;
+  for (int64_t qt = 0; qt < p.q_tiles; ++qt)
+    p.tiles_per_row.push_back(static_cast<int64_t>(p.tiles.line(qt, row).size()));
   p.q_scale = static_cast<float>(s.softmax_scale());
   auto bf16_contiguous = [](const TensorView& t) { return t.dtype() == DType::bf16 && t.stride(3) == 1; };
   // The bf16 micro-kernels step over rows 16 at a time: they need the 16-lane target.

@@ -1,9 +1,12 @@
-// Pattern construction and validation, binding to sizes, and everything derived from a
-// kind's allow()/keys(): exact classification, block-sparse tile lists and pair counts.
+// Binding a pattern to sizes, and everything derived from a kind's PatternImpl: exact
+// classification, tile rows and columns, block-sparse lists in both orders, pair counts.
+// Kind-free: nothing here names a kind; each kind describes itself (pattern_kinds.cpp) and
+// the generic defaults below serve every kind that does not know better.
 #include "attnkit/pattern.hpp"
 
 #include <algorithm>
 #include <cassert>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -13,143 +16,116 @@
 
 namespace attnkit {
 
-namespace {
 void check_length(int64_t v, const char* what) {
   check(v >= 0 && v <= kMaxSeqLen, [&] { return fmt::format("pattern: {} ({}) must be in [0, {}]", what, v, kMaxSeqLen); });
 }
-}  // namespace
 
-Pattern::Pattern() = default;
-Pattern Pattern::none() { return Pattern(); }
-Pattern Pattern::causal() { return window(-1, 0); }
-
-Pattern Pattern::window(int64_t left, int64_t right) {
-  for (auto [v, name] : {std::pair{left, "window left"}, std::pair{right, "window right"}}) {
-    check(v >= -1, [&] { return fmt::format("pattern: {} ({}) must be >= 0, or -1 for unbounded", name, v); });
-    if (v >= 0) check_length(v, name);
-  }
-  Pattern p;
-  p.kind_ = left < 0 && right < 0 ? Kind::none : (left < 0 && right == 0 ? Kind::causal : Kind::window);
-  p.left_ = left;
-  p.right_ = right;
-  return p;
-}
-
-Pattern Pattern::longformer(LongformerSpec s) {
-  check(s.window >= 0, [&] { return fmt::format("pattern: longformer window w ({}) must be >= 0", s.window); });
-  check(s.dilation >= 1, [&] { return fmt::format("pattern: longformer dilation d ({}) must be >= 1", s.dilation); });
-  check(s.window <= kMaxSeqLen / s.dilation, [&] {
-    return fmt::format("pattern: longformer reach w*d ({}*{}) exceeds {}", s.window, s.dilation, kMaxSeqLen);
-  });
-  for (int64_t g : s.global) check_length(g, "longformer global position");
-  std::sort(s.global.begin(), s.global.end());
-  s.global.erase(std::unique(s.global.begin(), s.global.end()), s.global.end());
-  Pattern p;
-  p.kind_ = Kind::longformer;
-  p.longformer_ = std::move(s);
-  return p;
-}
-
-Pattern Pattern::bigbird(BigBirdSpec s) {
-  check(s.block >= 1 && s.block <= kMaxSeqLen,
-        [&] { return fmt::format("pattern: bigbird block ({}) must be in [1, {}]", s.block, kMaxSeqLen); });
-  check(s.window >= 1 && s.window <= kMaxSeqLen,
-        [&] { return fmt::format("pattern: bigbird window ({}) must be >= 1 block", s.window); });
-  check_length(s.global, "bigbird global blocks");
-  check(s.random >= 0 && s.random <= 1 << 20,
-        [&] { return fmt::format("pattern: bigbird random ({}) must be in [0, {}]", s.random, 1 << 20); });
-  Pattern p;
-  p.kind_ = Kind::bigbird;
-  p.bigbird_ = s;
-  return p;
-}
-
-Pattern Pattern::strided(int64_t stride) {
-  check(stride >= 1 && stride <= kMaxSeqLen,
-        [&] { return fmt::format("pattern: strided stride ({}) must be in [1, {}]", stride, kMaxSeqLen); });
-  Pattern p;
-  p.kind_ = Kind::strided;
-  p.stride_ = stride;
-  return p;
-}
-
-Pattern Pattern::fixed(int64_t stride, int64_t c) {
-  check(stride >= 1 && stride <= kMaxSeqLen,
-        [&] { return fmt::format("pattern: fixed stride ({}) must be in [1, {}]", stride, kMaxSeqLen); });
-  check(c >= 1 && c <= stride, [&] { return fmt::format("pattern: fixed c ({}) must be in [1, stride={}]", c, stride); });
-  Pattern p;
-  p.kind_ = Kind::fixed;
-  p.stride_ = stride;
-  p.summary_ = c;
-  return p;
-}
-
-Pattern Pattern::block_mask(BlockMaskSpec s) {
-  check(s.block_q >= 1 && s.block_k >= 1 && s.block_q <= kMaxSeqLen && s.block_k <= kMaxSeqLen, [&] {
-    return fmt::format("pattern: block mask block sizes ({}, {}) must be in [1, {}]", s.block_q, s.block_k, kMaxSeqLen);
-  });
-  check(s.rows >= 0 && s.cols >= 0 && s.rows <= kMaxSeqLen && s.cols <= kMaxSeqLen &&
-            static_cast<int64_t>(s.mask.size()) == s.rows * s.cols,
-        [&] {
-          return fmt::format("pattern: block mask has {} entries for a {}x{} grid", s.mask.size(), s.rows, s.cols);
-        });
-  Pattern p;
-  p.kind_ = Kind::block_mask;
-  p.blocks_ = std::move(s);
-  return p;
-}
-
-Pattern Pattern::predicate(std::function<bool(int64_t, int64_t)> allow, std::string name) {
-  check(static_cast<bool>(allow), [] { return std::string("pattern: predicate is empty"); });
-  Pattern p;
-  p.kind_ = Kind::predicate;
-  p.predicate_ = std::make_shared<const std::function<bool(int64_t, int64_t)>>(std::move(allow));
-  p.predicate_name_ = std::move(name);
-  return p;
-}
-
-bool Pattern::is_causal() const {
-  switch (kind_) {
-    case Kind::causal:
-    case Kind::strided:
-    case Kind::fixed: return true;
-    case Kind::window: return right_ == 0;
-    case Kind::longformer: return longformer_.causal;
-    default: return false;
-  }
-}
+bool Pattern::is_causal() const { return causal_; }
 
 BoundPattern Pattern::bind(int64_t q_len, int64_t kv_len) const {
   check_length(q_len, "q_len");
   check_length(kv_len, "kv_len");
-  if (kind_ == Kind::longformer && !longformer_.global.empty()) {
-    const int64_t last = longformer_.global.back();
-    check(last < kv_len, [&] {
-      return fmt::format("pattern: longformer global position {} must be < kv_len ({})", last, kv_len);
-    });
-  }
-  if (kind_ == Kind::bigbird) {
-    check(q_len <= kv_len, [&] {
-      return fmt::format("pattern: bigbird needs q_len ({}) <= kv_len ({}): query blocks are key blocks", q_len, kv_len);
-    });
-    const int64_t blocks = (kv_len + bigbird_.block - 1) / bigbird_.block;
-    check(blocks * std::min(bigbird_.random, blocks) <= int64_t{1} << 27, [&] {
-      return fmt::format("pattern: bigbird random={} over {} blocks stores too many random blocks (limit 2^27); use "
-                         "fewer random blocks or a larger block",
-                         bigbird_.random, blocks);
-    });
-  }
-  if (kind_ == Kind::block_mask) {
-    const int64_t rows = (q_len + blocks_.block_q - 1) / blocks_.block_q;
-    const int64_t cols = (kv_len + blocks_.block_k - 1) / blocks_.block_k;
-    check(rows == blocks_.rows && cols == blocks_.cols, [&] {
-      return fmt::format("pattern: block mask grid {}x{} does not cover q_len={} x kv_len={} with blocks {}x{} "
-                         "(needs {}x{})", blocks_.rows, blocks_.cols, q_len, kv_len, blocks_.block_q,
-                         blocks_.block_k, rows, cols);
-    });
-  }
   return BoundPattern(*this, q_len, kv_len, make_impl(*this, q_len, kv_len, predicate_.get()));
 }
+
+// ---- generic derivations from a kind's row keys ----
+
+void normalize_intervals(std::vector<KeyInterval>& v) {
+  std::sort(v.begin(), v.end(), [](const KeyInterval& a, const KeyInterval& b) { return a.begin < b.begin; });
+  size_t n = 0;
+  for (const KeyInterval& iv : v) {
+    if (iv.begin >= iv.end) continue;
+    if (n > 0 && iv.begin <= v[n - 1].end) {
+      v[n - 1].end = std::max(v[n - 1].end, iv.end);
+    } else {
+      v[n++] = iv;
+    }
+  }
+  v.resize(n);
+}
+
+void PatternImpl::row_keys(int64_t q, std::vector<KeyInterval>& out) const {
+  out.clear();
+  append_keys(q, out);
+  normalize_intervals(out);
+}
+
+TileClass PatternImpl::classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const {
+  int64_t allowed = 0;
+  std::vector<KeyInterval> iv;
+  for (int64_t q = q0; q < q1; ++q) {
+    row_keys(q, iv);
+    for (const KeyInterval& i : iv) allowed += std::max<int64_t>(0, std::min(i.end, k1) - std::max(i.begin, k0));
+  }
+  if (allowed == 0) return TileClass::Empty;
+  return allowed == (q1 - q0) * (k1 - k0) ? TileClass::Full : TileClass::Partial;
+}
+
+// Counts the allowed pairs each kv tile receives from the rows; a tile is Full when it
+// receives rows x width.
+void PatternImpl::tile_row(int64_t q0, int64_t q1, int64_t block_k, std::vector<TileRef>& out) const {
+  std::vector<int64_t> count(static_cast<size_t>((kv_len_ + block_k - 1) / block_k), 0);
+  std::vector<int64_t> touched;
+  std::vector<KeyInterval> iv;
+  for (int64_t q = q0; q < q1; ++q) {
+    row_keys(q, iv);
+    for (const KeyInterval& i : iv)
+      for (int64_t kt = i.begin / block_k; kt * block_k < i.end; ++kt) {
+        if (count[static_cast<size_t>(kt)] == 0) touched.push_back(kt);
+        count[static_cast<size_t>(kt)] += std::min(i.end, (kt + 1) * block_k) - std::max(i.begin, kt * block_k);
+      }
+  }
+  std::sort(touched.begin(), touched.end());
+  for (int64_t kt : touched) {
+    const int64_t width = std::min(block_k, kv_len_ - kt * block_k);
+    out.push_back({kt, count[static_cast<size_t>(kt)] == (q1 - q0) * width ? TileClass::Full : TileClass::Partial});
+  }
+}
+
+void PatternImpl::tile_column(int64_t k0, int64_t k1, int64_t block_q, std::vector<QTileRef>& out) const {
+  for (int64_t qt = 0; qt * block_q < q_len_; ++qt) {
+    const TileClass c = classify(qt * block_q, std::min(q_len_, (qt + 1) * block_q), k0, k1);
+    if (c != TileClass::Empty) out.push_back({qt, c});
+  }
+}
+
+// ---- BoundPattern ----
+
+namespace {
+
+void check_blocks(int64_t block_q, int64_t block_k) {
+  check(block_q >= 1 && block_k >= 1,
+        [&] { return fmt::format("tiles: block sizes ({}, {}) must be >= 1", block_q, block_k); });
+}
+
+int64_t tiles_over(int64_t len, int64_t block) { return (len + block - 1) / block; }
+
+// Row q_tile of the tile grid, or column kv_tile: the index turned into its rows or keys.
+void fill_row(const PatternImpl& impl, int64_t q_tile, int64_t block_q, int64_t block_k, std::vector<TileRef>& out) {
+  out.clear();
+  if (q_tile < 0 || q_tile >= tiles_over(impl.q_len(), block_q) || impl.kv_len() == 0) return;
+  impl.tile_row(q_tile * block_q, std::min(impl.q_len(), (q_tile + 1) * block_q), block_k, out);
+}
+
+void fill_column(const PatternImpl& impl, int64_t kv_tile, int64_t block_q, int64_t block_k,
+                 std::vector<QTileRef>& out) {
+  out.clear();
+  if (kv_tile < 0 || kv_tile >= tiles_over(impl.kv_len(), block_k) || impl.q_len() == 0) return;
+  impl.tile_column(kv_tile * block_k, std::min(impl.kv_len(), (kv_tile + 1) * block_k), block_q, out);
+}
+
+template <class List>
+List empty_list(int64_t q_len, int64_t kv_len, int64_t block_q, int64_t block_k) {
+  List t;
+  t.block_q = block_q;
+  t.block_k = block_k;
+  t.q_tiles = tiles_over(q_len, block_q);
+  t.kv_tiles = tiles_over(kv_len, block_k);
+  t.offsets.push_back(0);
+  return t;
+}
+
+}  // namespace
 
 BoundPattern::BoundPattern(Pattern p, int64_t q_len, int64_t kv_len, std::shared_ptr<const PatternImpl> impl)
     : pattern_(std::move(p)), q_len_(q_len), kv_len_(kv_len), impl_(std::move(impl)) {}
@@ -161,17 +137,10 @@ bool BoundPattern::allow(int64_t q, int64_t k) const {
 
 void BoundPattern::keys(int64_t q, std::vector<KeyInterval>& out) const {
   assert(q >= 0 && q < q_len_);
-  out.clear();
-  impl_->append_keys(q, out);
-  normalize_intervals(out);
+  impl_->row_keys(q, out);
 }
 
 int64_t BoundPattern::row_pairs(int64_t q) const {
-  if (impl_->is_window()) {
-    const auto& w = static_cast<const WindowImpl&>(*impl_);
-    const int64_t p = impl_->position(q);
-    return std::max<int64_t>(0, w.hi(p) - w.lo(p));
-  }
   if (const int64_t n = impl_->count_keys(q); n >= 0) return n;
   std::vector<KeyInterval> iv;
   keys(q, iv);
@@ -190,77 +159,99 @@ TileClass BoundPattern::classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1)
   q0 = std::max<int64_t>(q0, 0), k0 = std::max<int64_t>(k0, 0);
   q1 = std::min(q1, q_len_), k1 = std::min(k1, kv_len_);
   if (q0 >= q1 || k0 >= k1) return TileClass::Empty;
-  if (impl_->is_window()) return static_cast<const WindowImpl&>(*impl_).classify(q0, q1, k0, k1);
-  int64_t allowed = 0;
-  std::vector<KeyInterval> iv;
-  for (int64_t q = q0; q < q1; ++q) {
-    keys(q, iv);
-    for (const KeyInterval& i : iv) allowed += std::max<int64_t>(0, std::min(i.end, k1) - std::max(i.begin, k0));
-  }
-  if (allowed == 0) return TileClass::Empty;
-  return allowed == (q1 - q0) * (k1 - k0) ? TileClass::Full : TileClass::Partial;
+  return impl_->classify(q0, q1, k0, k1);
 }
 
+bool BoundPattern::analytic() const { return impl_->analytic(); }
+
 void BoundPattern::tile_row(int64_t q_tile, int64_t block_q, int64_t block_k, std::vector<TileRef>& out) const {
-  check(block_q >= 1 && block_k >= 1,
-        [&] { return fmt::format("tiles: block sizes ({}, {}) must be >= 1", block_q, block_k); });
-  out.clear();
-  const int64_t q0 = q_tile * block_q, q1 = std::min(q_len_, q0 + block_q);
-  if (q0 >= q1) return;
-  auto width = [&](int64_t kt) { return std::min(block_k, kv_len_ - kt * block_k); };
+  check_blocks(block_q, block_k);
+  fill_row(*impl_, q_tile, block_q, block_k, out);
+}
 
-  if (impl_->is_window()) {
-    // The rows' key hull is [lo(first row), hi(last row)); classify each tile in it in O(1).
-    const auto& w = static_cast<const WindowImpl&>(*impl_);
-    const int64_t lo = w.lo(impl_->position(q0)), hi = w.hi(impl_->position(q1 - 1));
-    for (int64_t kt = lo / block_k; lo < hi && kt * block_k < hi; ++kt) {
-      const TileClass c = w.classify(q0, q1, kt * block_k, kt * block_k + width(kt));
-      if (c != TileClass::Empty) out.push_back({kt, c});
-    }
-    return;
-  }
-
-  // Interval kinds: count the allowed pairs each kv tile receives from the rows of the query
-  // tile; a tile is Full when it receives rows x width. Cost: rows x (intervals + tiles hit).
-  std::vector<int64_t> count(static_cast<size_t>((kv_len_ + block_k - 1) / block_k), 0);
-  std::vector<int64_t> touched;
-  std::vector<KeyInterval> iv;
-  for (int64_t q = q0; q < q1; ++q) {
-    keys(q, iv);
-    for (const KeyInterval& i : iv)
-      for (int64_t kt = i.begin / block_k; kt * block_k < i.end; ++kt) {
-        if (count[static_cast<size_t>(kt)] == 0) touched.push_back(kt);
-        count[static_cast<size_t>(kt)] += std::min(i.end, (kt + 1) * block_k) - std::max(i.begin, kt * block_k);
-      }
-  }
-  std::sort(touched.begin(), touched.end());
-  for (int64_t kt : touched) {
-    const bool full = count[static_cast<size_t>(kt)] == (q1 - q0) * width(kt);
-    out.push_back({kt, full ? TileClass::Full : TileClass::Partial});
-  }
+void BoundPattern::kv_tile_column(int64_t kv_tile, int64_t block_q, int64_t block_k,
+                                  std::vector<QTileRef>& out) const {
+  check_blocks(block_q, block_k);
+  fill_column(*impl_, kv_tile, block_q, block_k, out);
 }
 
 TileList BoundPattern::tiles(int64_t block_q, int64_t block_k) const {
-  check(block_q >= 1 && block_k >= 1,
-        [&] { return fmt::format("tiles: block sizes ({}, {}) must be >= 1", block_q, block_k); });
-  TileList t;
-  t.block_q = block_q;
-  t.block_k = block_k;
-  t.q_tiles = (q_len_ + block_q - 1) / block_q;
-  t.kv_tiles = (kv_len_ + block_k - 1) / block_k;
+  check_blocks(block_q, block_k);
+  TileList t = empty_list<TileList>(q_len_, kv_len_, block_q, block_k);
   t.offsets.reserve(static_cast<size_t>(t.q_tiles) + 1);
-  t.offsets.push_back(0);
   std::vector<TileRef> row;
   for (int64_t qt = 0; qt < t.q_tiles; ++qt) {
-    tile_row(qt, block_q, block_k, row);
+    fill_row(*impl_, qt, block_q, block_k, row);
     t.entries.insert(t.entries.end(), row.begin(), row.end());
     t.offsets.push_back(static_cast<int64_t>(t.entries.size()));
   }
   return t;
 }
 
-int64_t TileList::count(TileClass cls) const {
-  return std::count_if(entries.begin(), entries.end(), [&](const TileRef& r) { return r.cls == cls; });
+KvTileList BoundPattern::tiles_by_kv(int64_t block_q, int64_t block_k) const {
+  check_blocks(block_q, block_k);
+  KvTileList t = empty_list<KvTileList>(q_len_, kv_len_, block_q, block_k);
+  if (impl_->analytic()) {  // column by column, each in O(its tiles)
+    t.offsets.reserve(static_cast<size_t>(t.kv_tiles) + 1);
+    std::vector<QTileRef> column;
+    for (int64_t kt = 0; kt < t.kv_tiles; ++kt) {
+      fill_column(*impl_, kt, block_q, block_k, column);
+      t.entries.insert(t.entries.end(), column.begin(), column.end());
+      t.offsets.push_back(static_cast<int64_t>(t.entries.size()));
+    }
+    return t;
+  }
+  // The rows' list transposed: a counting sort by kv tile; walking query tiles in order
+  // keeps each column in increasing q_tile order.
+  const TileList rows = tiles(block_q, block_k);
+  t.offsets.assign(static_cast<size_t>(t.kv_tiles) + 1, 0);
+  for (const TileRef& r : rows.entries) ++t.offsets[static_cast<size_t>(r.kv_tile) + 1];
+  for (size_t i = 1; i < t.offsets.size(); ++i) t.offsets[i] += t.offsets[i - 1];
+  t.entries.resize(rows.entries.size());
+  std::vector<int64_t> next(t.offsets.begin(), t.offsets.end() - 1);
+  for (int64_t qt = 0; qt < rows.q_tiles; ++qt)
+    for (const TileRef& r : rows.row(qt)) {
+      int64_t& at = next[static_cast<size_t>(r.kv_tile)];
+      t.entries[static_cast<size_t>(at++)] = {qt, r.cls};
+    }
+  return t;
 }
+
+TileRows BoundPattern::tile_rows(int64_t block_q, int64_t block_k) const {
+  check_blocks(block_q, block_k);
+  TileRows r;
+  r.impl_ = impl_;
+  r.block_q_ = block_q;
+  r.block_k_ = block_k;
+  r.lines_ = tiles_over(q_len_, block_q);
+  if (!impl_->analytic()) r.list_ = std::make_shared<const TileList>(tiles(block_q, block_k));
+  return r;
+}
+
+TileColumns BoundPattern::tile_columns(int64_t block_q, int64_t block_k) const {
+  check_blocks(block_q, block_k);
+  TileColumns c;
+  c.impl_ = impl_;
+  c.block_q_ = block_q;
+  c.block_k_ = block_k;
+  c.lines_ = tiles_over(kv_len_, block_k);
+  if (!impl_->analytic()) c.list_ = std::make_shared<const KvTileList>(tiles_by_kv(block_q, block_k));
+  return c;
+}
+
+template <class Ref>
+std::span<const Ref> TileLines<Ref>::line(int64_t t, std::vector<Ref>& scratch) const {
+  assert(t >= 0 && t < lines_);
+  if (list_) return list_->line(t);
+  if constexpr (std::is_same_v<Ref, TileRef>) {
+    fill_row(*impl_, t, block_q_, block_k_, scratch);
+  } else {
+    fill_column(*impl_, t, block_q_, block_k_, scratch);
+  }
+  return scratch;
+}
+
+template class TileLines<TileRef>;
+template class TileLines<QTileRef>;
 
 }  // namespace attnkit

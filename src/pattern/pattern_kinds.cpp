@@ -1,46 +1,21 @@
-// The pattern kinds: for each, the per-element test allow(q, k) and the allowed keys of a
-// row as intervals. Everything else (classification, tile lists, pair counts) is derived
-// from these two in pattern.cpp, so a new kind is one class here plus its parse/print.
+// The pattern kinds. Each kind is one section: its builder (argument checks), and its
+// PatternImpl, which gives the per-element test allow(q, k) and a row's allowed keys as
+// intervals, checks the bound sizes in its constructor, and overrides the derived queries
+// (classification, tile rows and columns) where it knows an O(1) answer. Everything else
+// comes from the generic defaults in pattern.cpp. make_impl, at the end, is the one list of
+// kinds. Not here: the string syntax (pattern_parse.cpp).
 #include <algorithm>
 #include <cassert>
 #include <numeric>
 #include <unordered_set>
 
+#include <fmt/format.h>
+
+#include "attnkit/error.hpp"
+#include "attnkit/shape.hpp"
 #include "pattern/pattern_impl.hpp"
 
 namespace attnkit {
-
-void normalize_intervals(std::vector<KeyInterval>& v) {
-  std::sort(v.begin(), v.end(), [](const KeyInterval& a, const KeyInterval& b) { return a.begin < b.begin; });
-  size_t n = 0;
-  for (const KeyInterval& iv : v) {
-    if (iv.begin >= iv.end) continue;
-    if (n > 0 && iv.begin <= v[n - 1].end) {
-      v[n - 1].end = std::max(v[n - 1].end, iv.end);
-    } else {
-      v[n++] = iv;
-    }
-  }
-  v.resize(n);
-}
-
-int64_t WindowImpl::lo(int64_t p) const { return left_ < 0 ? 0 : std::clamp<int64_t>(p - left_, 0, kv_len_); }
-int64_t WindowImpl::hi(int64_t p) const {
-  return right_ < 0 ? kv_len_ : std::clamp<int64_t>(p + right_ + 1, 0, kv_len_);
-}
-
-// Row intervals are contiguous, at least one key wide before clipping, and both ends are
-// non-decreasing in the row, so checking the first and last row of the rectangle decides
-// Full, and an interval cannot jump over a tile between two rows, which decides Empty.
-TileClass WindowImpl::classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const {
-  const int64_t p_first = position(q0), p_last = position(q1 - 1);
-  const bool right_of_every_row = right_ >= 0 && k0 > p_last + right_;
-  const bool left_of_every_row = left_ >= 0 && k1 - 1 < p_first - left_;
-  if (right_of_every_row || left_of_every_row) return TileClass::Empty;
-  const bool inside_first = right_ < 0 || k1 - 1 <= p_first + right_;
-  const bool inside_last = left_ < 0 || k0 >= p_last - left_;
-  return inside_first && inside_last ? TileClass::Full : TileClass::Partial;
-}
 
 namespace {
 
@@ -48,9 +23,149 @@ namespace {
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 
+}  // namespace
+
+// ---- none, causal, window, sinks: one analytic window family ----
+
+Pattern::Pattern() = default;
+Pattern Pattern::none() { return Pattern(); }
+Pattern Pattern::causal() { return window(-1, 0); }
+
+Pattern Pattern::window(int64_t left, int64_t right, int64_t sinks) {
+  for (auto [v, name] : {std::pair{left, "window left"}, std::pair{right, "window right"}}) {
+    check(v >= -1, [&] { return fmt::format("pattern: {} ({}) must be >= 0, or -1 for unbounded", name, v); });
+    if (v >= 0) check_length(v, name);
+  }
+  check_length(sinks, "window sinks");
+  Pattern p;
+  p.left_ = left;
+  p.right_ = right;
+  p.causal_ = right == 0;
+  if (left >= 0 && sinks > 0) {
+    p.kind_ = Kind::sinks;
+    p.sinks_ = sinks;
+  } else {  // unbounded on the left: every sink is in the window already
+    p.kind_ = left < 0 && right < 0 ? Kind::none : (left < 0 && right == 0 ? Kind::causal : Kind::window);
+  }
+  return p;
+}
+
+namespace {
+
+// Row p sees its window [lo(p), hi(p)) and the sinks [0, sink_end(p)), sink_end(p) =
+// min(sinks, hi(p)). Two facts make every derived query exact in O(1) per tile:
+//  - every end is non-decreasing in p;
+//  - the unclipped window [p - left, p + right] is at least one key wide and moves one key
+//    per row, so consecutive rows' windows touch: the union of the windows of rows
+//    [p0, p1] is [lo(p0), hi(p1)), skipping no key.
+// With sinks = 0 this is the plain window (none and causal are windows unbounded on a side).
+class WindowImpl final : public PatternImpl {
+ public:
+  WindowImpl(int64_t q_len, int64_t kv_len, int64_t left, int64_t right, int64_t sinks)
+      : PatternImpl(q_len, kv_len), left_(left), right_(right), sinks_(sinks) {}
+
+  bool allow(int64_t q, int64_t k) const override {
+    const int64_t p = position(q);
+    return k < hi(p) && (k >= lo(p) || k < sinks_);
+  }
+  void append_keys(int64_t q, std::vector<KeyInterval>& out) const override {
+    const int64_t p = position(q);
+    if (sink_end(p) > 0) out.push_back({0, sink_end(p)});
+    if (lo(p) < hi(p)) out.push_back({lo(p), hi(p)});
+  }
+  // The window, plus the sinks left of it (sink_end <= hi, so none lie right of it).
+  int64_t count_keys(int64_t q) const override {
+    const int64_t p = position(q);
+    return std::max<int64_t>(0, hi(p) - lo(p)) + std::max<int64_t>(0, std::min(sink_end(p), lo(p)));
+  }
+
+  // Empty: no row's window reaches the tile (the first row's starts after it, or the last
+  // row's ends before it; by the touching windows nothing in between can), and the last
+  // row's sinks end before it. Full: a row covers [k0, k1) when its sinks do
+  // (sink_end >= k1) or when its window reaches k1 and starts no later than
+  // max(k0, sink_end). hi(p) >= k1 holds from some row on, so it must hold at the first row.
+  // lo(p) <= max(k0, sink_end(p)) holds for every row whose sink_end is hi (the window
+  // starts before it ends), then, where sink_end = sinks, up to some row: so it holds for
+  // all rows when it holds at the last. Where it fails, only sinks >= k1 covers the row.
+  TileClass classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const override {
+    const int64_t first = position(q0), last = position(q1 - 1);
+    const bool window_misses = hi(last) <= k0 || lo(first) >= k1;
+    if (window_misses && sink_end(last) <= k0) return TileClass::Empty;
+    const bool full = hi(first) >= k1 && (sinks_ >= k1 || lo(last) <= std::max(k0, sink_end(last)));
+    return full ? TileClass::Full : TileClass::Partial;
+  }
+
+  bool analytic() const override { return true; }
+
+  // The rows' keys are the sink hull [0, sink_end(last)) and the window hull
+  // [lo(first), hi(last)); every tile in either is visited, so the cost is the tiles listed.
+  void tile_row(int64_t q0, int64_t q1, int64_t block_k, std::vector<TileRef>& out) const override {
+    const int64_t first = position(q0), last = position(q1 - 1);
+    const int64_t sink_tiles = ceil_div(sink_end(last), block_k);
+    const int64_t w0 = lo(first) < hi(last) ? lo(first) / block_k : 0;
+    const int64_t w1 = lo(first) < hi(last) ? ceil_div(hi(last), block_k) : 0;
+    auto add = [&](int64_t kt) {
+      const TileClass c = classify(q0, q1, kt * block_k, std::min(kv_len_, (kt + 1) * block_k));
+      assert(c != TileClass::Empty);
+      out.push_back({kt, c});
+    };
+    for (int64_t kt = 0; kt < sink_tiles; ++kt) add(kt);
+    for (int64_t kt = std::max(w0, sink_tiles); kt < w1; ++kt) add(kt);
+  }
+
+  // Rows whose window meets [k0, k1): hi(p) > k0 and lo(p) < k1, i.e. p in
+  // [k0 - right, k1 + left) (a bound dropped where the window is unbounded). Where the keys
+  // hold a sink, every row from k0 - right on sees it. Every query tile of that row range is
+  // visited.
+  void tile_column(int64_t k0, int64_t k1, int64_t block_q, std::vector<QTileRef>& out) const override {
+    const int64_t q_lo = right_ < 0 ? 0 : std::max<int64_t>(0, row_of(k0 - right_));
+    const int64_t q_hi = left_ < 0 || k0 < sinks_ ? q_len_ : std::min(q_len_, row_of(k1 + left_));
+    if (q_lo >= q_hi) return;
+    for (int64_t qt = q_lo / block_q; qt * block_q < q_hi; ++qt) {
+      const TileClass c = classify(qt * block_q, std::min(q_len_, (qt + 1) * block_q), k0, k1);
+      assert(c != TileClass::Empty);
+      out.push_back({qt, c});
+    }
+  }
+
+ private:
+  int64_t lo(int64_t p) const { return left_ < 0 ? 0 : std::clamp<int64_t>(p - left_, 0, kv_len_); }
+  int64_t hi(int64_t p) const { return right_ < 0 ? kv_len_ : std::clamp<int64_t>(p + right_ + 1, 0, kv_len_); }
+  int64_t sink_end(int64_t p) const { return std::min(sinks_, hi(p)); }
+
+  int64_t left_, right_, sinks_;
+};
+
+}  // namespace
+
+// ---- Longformer ----
+
+Pattern Pattern::longformer(LongformerSpec s) {
+  check(s.window >= 0, [&] { return fmt::format("pattern: longformer window w ({}) must be >= 0", s.window); });
+  check(s.dilation >= 1, [&] { return fmt::format("pattern: longformer dilation d ({}) must be >= 1", s.dilation); });
+  check(s.window <= kMaxSeqLen / s.dilation, [&] {
+    return fmt::format("pattern: longformer reach w*d ({}*{}) exceeds {}", s.window, s.dilation, kMaxSeqLen);
+  });
+  for (int64_t g : s.global) check_length(g, "longformer global position");
+  std::sort(s.global.begin(), s.global.end());
+  s.global.erase(std::unique(s.global.begin(), s.global.end()), s.global.end());
+  Pattern p;
+  p.kind_ = Kind::longformer;
+  p.causal_ = s.causal;
+  p.longformer_ = std::move(s);
+  return p;
+}
+
+namespace {
+
 class LongformerImpl final : public PatternImpl {
  public:
-  LongformerImpl(int64_t q_len, int64_t kv_len, const LongformerSpec& s) : PatternImpl(q_len, kv_len), s_(s) {}
+  LongformerImpl(int64_t q_len, int64_t kv_len, const LongformerSpec& s) : PatternImpl(q_len, kv_len), s_(s) {
+    if (s.global.empty()) return;
+    check(s.global.back() < kv_len, [&] {
+      return fmt::format("pattern: longformer global position {} must be < kv_len ({})", s.global.back(), kv_len);
+    });
+  }
 
   bool allow(int64_t q, int64_t k) const override {
     const int64_t p = position(q);
@@ -85,6 +200,26 @@ class LongformerImpl final : public PatternImpl {
   LongformerSpec s_;  // global is sorted and unique
 };
 
+}  // namespace
+
+// ---- BigBird ----
+
+Pattern Pattern::bigbird(BigBirdSpec s) {
+  check(s.block >= 1 && s.block <= kMaxSeqLen,
+        [&] { return fmt::format("pattern: bigbird block ({}) must be in [1, {}]", s.block, kMaxSeqLen); });
+  check(s.window >= 1 && s.window <= kMaxSeqLen,
+        [&] { return fmt::format("pattern: bigbird window ({}) must be >= 1 block", s.window); });
+  check_length(s.global, "bigbird global blocks");
+  check(s.random >= 0 && s.random <= 1 << 20,
+        [&] { return fmt::format("pattern: bigbird random ({}) must be in [0, {}]", s.random, 1 << 20); });
+  Pattern p;
+  p.kind_ = Kind::bigbird;
+  p.bigbird_ = s;
+  return p;
+}
+
+namespace {
+
 // splitmix64: a tiny, well-mixed generator so random blocks depend only on (seed, row).
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -99,6 +234,14 @@ class BigBirdImpl final : public PatternImpl {
   // O(blocks x random) whatever the window.
   BigBirdImpl(int64_t q_len, int64_t kv_len, const BigBirdSpec& s)
       : PatternImpl(q_len, kv_len), s_(s), blocks_((kv_len + s.block - 1) / s.block) {
+    check(q_len <= kv_len, [&] {
+      return fmt::format("pattern: bigbird needs q_len ({}) <= kv_len ({}): query blocks are key blocks", q_len, kv_len);
+    });
+    check(blocks_ * std::min(s.random, blocks_) <= int64_t{1} << 27, [&] {
+      return fmt::format("pattern: bigbird random={} over {} blocks stores too many random blocks (limit 2^27); use "
+                         "fewer random blocks or a larger block",
+                         s.random, blocks_);
+    });
     random_.resize(static_cast<size_t>(blocks_));
     for (int64_t r = s.global; r < blocks_; ++r) {
       const int64_t fixed_count = std::min(s.global, blocks_) + std::max<int64_t>(0, window_hi(r) - window_lo(r) + 1);
@@ -160,6 +303,34 @@ class BigBirdImpl final : public PatternImpl {
   std::vector<std::vector<int64_t>> random_;  // random key blocks per block-row, sorted
 };
 
+}  // namespace
+
+// ---- Sparse Transformer: strided and fixed ----
+
+Pattern Pattern::strided(int64_t stride) {
+  check(stride >= 1 && stride <= kMaxSeqLen,
+        [&] { return fmt::format("pattern: strided stride ({}) must be in [1, {}]", stride, kMaxSeqLen); });
+  Pattern p;
+  p.kind_ = Kind::strided;
+  p.causal_ = true;
+  p.stride_ = stride;
+  return p;
+}
+
+Pattern Pattern::fixed(int64_t stride, int64_t c) {
+  check(stride >= 1 && stride <= kMaxSeqLen,
+        [&] { return fmt::format("pattern: fixed stride ({}) must be in [1, {}]", stride, kMaxSeqLen); });
+  check(c >= 1 && c <= stride, [&] { return fmt::format("pattern: fixed c ({}) must be in [1, stride={}]", c, stride); });
+  Pattern p;
+  p.kind_ = Kind::fixed;
+  p.causal_ = true;
+  p.stride_ = stride;
+  p.summary_ = c;
+  return p;
+}
+
+namespace {
+
 class StridedImpl final : public PatternImpl {
  public:
   StridedImpl(int64_t q_len, int64_t kv_len, int64_t stride) : PatternImpl(q_len, kv_len), stride_(stride) {}
@@ -208,9 +379,36 @@ class FixedImpl final : public PatternImpl {
   int64_t stride_, c_;
 };
 
+}  // namespace
+
+// ---- block masks ----
+
+Pattern Pattern::block_mask(BlockMaskSpec s) {
+  check(s.block_q >= 1 && s.block_k >= 1 && s.block_q <= kMaxSeqLen && s.block_k <= kMaxSeqLen, [&] {
+    return fmt::format("pattern: block mask block sizes ({}, {}) must be in [1, {}]", s.block_q, s.block_k, kMaxSeqLen);
+  });
+  check(s.rows >= 0 && s.cols >= 0 && s.rows <= kMaxSeqLen && s.cols <= kMaxSeqLen &&
+            static_cast<int64_t>(s.mask.size()) == s.rows * s.cols,
+        [&] {
+          return fmt::format("pattern: block mask has {} entries for a {}x{} grid", s.mask.size(), s.rows, s.cols);
+        });
+  Pattern p;
+  p.kind_ = Kind::block_mask;
+  p.blocks_ = std::move(s);
+  return p;
+}
+
+namespace {
+
 class BlockMaskImpl final : public PatternImpl {
  public:
-  BlockMaskImpl(int64_t q_len, int64_t kv_len, const BlockMaskSpec& s) : PatternImpl(q_len, kv_len), s_(s) {}
+  BlockMaskImpl(int64_t q_len, int64_t kv_len, const BlockMaskSpec& s) : PatternImpl(q_len, kv_len), s_(s) {
+    const int64_t rows = (q_len + s.block_q - 1) / s.block_q, cols = (kv_len + s.block_k - 1) / s.block_k;
+    check(rows == s.rows && cols == s.cols, [&] {
+      return fmt::format("pattern: block mask grid {}x{} does not cover q_len={} x kv_len={} with blocks {}x{} "
+                         "(needs {}x{})", s.rows, s.cols, q_len, kv_len, s.block_q, s.block_k, rows, cols);
+    });
+  }
   bool allow(int64_t q, int64_t k) const override {
     return s_.mask[static_cast<size_t>((q / s_.block_q) * s_.cols + k / s_.block_k)] != 0;
   }
@@ -224,6 +422,21 @@ class BlockMaskImpl final : public PatternImpl {
  private:
   BlockMaskSpec s_;
 };
+
+}  // namespace
+
+// ---- predicates ----
+
+Pattern Pattern::predicate(std::function<bool(int64_t, int64_t)> allow, std::string name) {
+  check(static_cast<bool>(allow), [] { return std::string("pattern: predicate is empty"); });
+  Pattern p;
+  p.kind_ = Kind::predicate;
+  p.predicate_ = std::make_shared<const std::function<bool(int64_t, int64_t)>>(std::move(allow));
+  p.predicate_name_ = std::move(name);
+  return p;
+}
+
+namespace {
 
 class PredicateImpl final : public PatternImpl {
  public:
@@ -241,6 +454,7 @@ class PredicateImpl final : public PatternImpl {
 
 }  // namespace
 
+// The one list of kinds.
 std::shared_ptr<const PatternImpl> make_impl(const Pattern& p, int64_t q_len, int64_t kv_len,
                                              const std::function<bool(int64_t, int64_t)>* predicate) {
   using K = Pattern::Kind;
@@ -248,7 +462,8 @@ std::shared_ptr<const PatternImpl> make_impl(const Pattern& p, int64_t q_len, in
     case K::none:
     case K::causal:
     case K::window:
-      return std::make_shared<WindowImpl>(q_len, kv_len, p.window_left(), p.window_right());
+    case K::sinks:
+      return std::make_shared<WindowImpl>(q_len, kv_len, p.window_left(), p.window_right(), p.sinks());
     case K::longformer: return std::make_shared<LongformerImpl>(q_len, kv_len, p.longformer_spec());
     case K::bigbird: return std::make_shared<BigBirdImpl>(q_len, kv_len, p.bigbird_spec());
     case K::strided: return std::make_shared<StridedImpl>(q_len, kv_len, p.stride());

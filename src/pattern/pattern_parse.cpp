@@ -14,7 +14,8 @@ namespace attnkit {
 namespace {
 
 constexpr const char* kSyntax =
-    "none (or full) | causal | window:L,R | window:W | longformer:w=W[,d=D][,global=P+P+...][,causal] | "
+    "none (or full) | causal | window:L,R[,sinks=S] | window:W[,sinks=S] | "
+    "longformer:w=W[,d=D][,global=P+P+...][,causal] | "
     "bigbird:block=B[,window=W][,global=G][,random=R][,seed=S] | strided:stride=S | fixed:stride=S,c=C | "
     "blocks:bq=BQ,bk=BK,mask=ROW/ROW/... (rows of 0/1)";
 
@@ -94,11 +95,16 @@ Pattern Pattern::parse(std::string_view text) {
     return causal();
   }
   if (kind == "window") {
-    const auto parts = split(args, ',');
-    if (!has_args || parts.size() > 2) fail(text, "window takes L,R or W");
+    auto parts = split(args, ',');
+    int64_t sinks = 0;
+    if (parts.size() >= 2 && parts.back().starts_with("sinks=")) {
+      sinks = parse_int(text, "window sinks", parts.back().substr(6));
+      parts.pop_back();
+    }
+    if (!has_args || parts.size() > 2) fail(text, "window takes L,R or W, then optionally sinks=S");
     const int64_t left = parse_int(text, "window left", parts[0]);
     const int64_t right = parts.size() == 2 ? parse_int(text, "window right", parts[1]) : left;
-    return window(left, right);
+    return window(left, right, sinks);
   }
   if (kind == "longformer") {
     Items it(text, args, {"w", "d", "global", "causal"});
@@ -157,6 +163,7 @@ std::string Pattern::to_string() const {
     case Kind::none: return "none";
     case Kind::causal: return "causal";
     case Kind::window: return fmt::format("window:{},{}", left_, right_);
+    case Kind::sinks: return fmt::format("window:{},{},sinks={}", left_, right_, sinks_);
     case Kind::longformer: {
       std::string s = fmt::format("longformer:w={},d={}", longformer_.window, longformer_.dilation);
       if (!longformer_.global.empty()) s += fmt::format(",global={}", fmt::join(longformer_.global, "+"));

@@ -1,5 +1,6 @@
 // Tests for patterns: hand-checked semantics of each kind, and the exhaustive agreement of
-// keys(), classify(), tiles() and visited_pairs() with the per-element allow().
+// keys(), classify(), tiles() and visited_pairs() with the per-element allow(). Tile lists
+// by KV tile and the sinks kind: pattern_tiles_test.cpp.
 #include "attnkit/pattern.hpp"
 
 #include <gtest/gtest.h>
@@ -20,6 +21,8 @@ TileClass brute_class(const BoundPattern& b, int64_t q0, int64_t q1, int64_t k0,
 
 std::vector<std::string> all_pattern_strings() {
   return {"none", "causal", "window:3,0", "window:2,2", "window:0,4", "window:-1,2", "window:5,-1",
+          "window:3,0,sinks=2", "window:2,2,sinks=3", "window:0,0,sinks=1", "window:4,-1,sinks=2",
+          "window:1,3,sinks=5", "window:0,4,sinks=20", "window:6,0,sinks=9",
           "longformer:w=2,d=1,global=0+5", "longformer:w=2,d=3,global=1", "longformer:w=1,d=2,global=4,causal",
           "longformer:w=3", "bigbird:block=3,window=3,global=1,random=2,seed=7",
           "bigbird:block=4,window=1,global=0,random=1,seed=1", "bigbird:block=2,window=2,global=2,random=5",

@@ -16,10 +16,11 @@ struct CliResult {
 };
 
 // Runs `attnkit <args>`; `args` is passed to the shell as written. With merge_stderr the
-// output holds stderr too (for error messages); without, stdout alone (for JSON).
-inline CliResult run_cli(const std::string& args, bool merge_stderr = true) {
-  const std::string cmd =
-      std::string("'") + ATTNKIT_CLI_PATH + "' " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+// output holds stderr too (for error messages); without, stdout alone (for JSON). `shell`
+// is shell text run first in the same subshell, e.g. "ulimit -f 16;" or "export X=1;".
+inline CliResult run_cli(const std::string& args, bool merge_stderr = true, const std::string& shell = {}) {
+  const std::string cmd = "(" + shell + " exec '" + ATTNKIT_CLI_PATH + "' " + args + ")" +
+                          (merge_stderr ? " 2>&1" : " 2>/dev/null");
   CliResult r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return r;

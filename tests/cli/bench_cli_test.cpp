@@ -36,8 +36,8 @@ TEST(BenchCli, JsonRecordsHaveTheDocumentedFields) {
 
 TEST(BenchCli, BadSizesAreRefused) {
   for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
-           {"bench --pattern causal --n 0", "--n and --d must be >= 1"},
-           {"bench --pattern causal --reps=-1", "--reps (-1)"},
+           {"bench --pattern causal --n 0", "--n: 0 is out of range: must be in [1, 2147483648]"},
+           {"bench --pattern causal --reps=-1", "--reps: -1 is out of range: must be in [1, 1000]"},
            {"bench --pattern causal --q-heads 3 --kv-heads 2", "q_heads (3) must be a multiple of kv_heads (2)"},
            {"bench --pattern causal --n 2000000000", "this machine has"},
            {"bench --pattern causal --dtype f64", "--dtype"},

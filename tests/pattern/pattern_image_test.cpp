@@ -254,18 +254,19 @@ TEST(PatternCli, BadInputExitsWithTwoAndSaysWhy) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--pattern bogus --n 8", "unknown pattern kind 'bogus'"},
       {"--pattern window:1,2,3 --n 8", "window takes L,R or W"},
-      {"--pattern causal --n 0", "--n (0) must be in"},
-      {"--pattern causal --n -3", "--n (-3) must be in"},
-      {"--pattern causal --n 4294967296", "--n (4294967296) must be in"},
-      {"--pattern causal --n 8 --kv-n 0", "--kv-n (0) must be in"},
-      {"--pattern causal --n 8 --tile 0", "--tile (0) must be in"},
+      {"--pattern causal --n 0", "--n: 0 is out of range: must be in [1, 2147483648]"},
+      {"--pattern causal --n -3", "--n: -3 is out of range"},
+      {"--pattern causal --n 4294967296", "--n: 4294967296 is out of range"},
+      {"--pattern causal --n 9223372036854775808", "--n: 9223372036854775808 is out of range"},
+      {"--pattern causal --n 8 --kv-n 0", "--kv-n: 0 is out of range"},
+      {"--pattern causal --n 8 --tile 0", "--tile: 0 is out of range"},
       {"--pattern causal --n 65536 --tile 1", "use a larger tile"},
       {"--pattern causal --n 300 --ascii", "limited to 256 x 256"},
       {"--pattern causal --n 8 --png /nonexistent-attnkit-dir/x.png", "/nonexistent-attnkit-dir/x.png"},
-      {"--pattern causal --n 8 --size 4", "--size (4) must be in"},
+      {"--pattern causal --n 8 --size 4", "--size: 4 is out of range: must be in [16, 8192]"},
       {"--pattern longformer:w=2,global=9 --n 8", "global position 9"},
       {"--pattern causal --n 8 --tile 2 --tiles 2", "excludes"},
-      {"--pattern causal --n eight", "--n"},
+      {"--pattern causal --n eight", "--n: 'eight' is not an integer"},
   };
   for (const auto& [args, expected] : cases) {
     const CliRun r = run_cli(args);

@@ -1,9 +1,12 @@
 // attnkit bench: times attention kernels on a standard sweep and reports milliseconds,
-// GFLOP/s on the pairs each pattern visits, and the KV-cache memory comparison.
-// Not for: micro-benchmarks of single loops (bench/ holds the Google Benchmark suites), nor
-// correctness (the tests compare kernels with the reference).
+// GFLOP/s on the pairs each pattern visits, and the KV-cache memory comparison. Every
+// option (and the --json path) is checked before the peaks are measured; JSON records
+// carry the run's metadata (options.hpp: run_metadata). Not for: micro-benchmarks of single
+// loops (bench/ holds the Google Benchmark suites), nor correctness (the tests compare
+// kernels with the reference).
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -18,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attnkit/atomic_file.hpp"
 #include "attnkit/attention.hpp"
 #include "attnkit/flops.hpp"
 #include "attnkit/hwinfo.hpp"
@@ -25,6 +29,7 @@
 #include "bench_decode.hpp"
 #include "command.hpp"
 #include "kv_report.hpp"
+#include "options.hpp"
 #include "rss.hpp"
 
 namespace attnkit::cli {
@@ -71,8 +76,9 @@ double median(std::vector<double> v) {
 
 struct BenchArgs {
   bool quick = false;
-  std::string json, kernel = "auto", preset = "llama3-8b";
-  int reps = 0;
+  JsonOutput json;
+  std::string kernel = "auto", preset = "llama3-8b";
+  int reps = 0, threads = 0;
   // One custom case instead of the sweep, when --pattern is given.
   std::string pattern, dtype = "f32";
   int64_t batch = 1, q_heads = 32, kv_heads = 32, n = 4096, kv_n = 0, d = 128;
@@ -95,18 +101,21 @@ int64_t io_bytes(const BenchCase& c) {
 
 std::vector<BenchCase> cases_for(const BenchArgs& a) {
   if (a.pattern.empty()) return sweep(a.quick);
+  check_choice("--dtype", a.dtype, {"f32", "bf16", "f16"});
   BenchCase c{a.pattern, {}, parse_dtype(a.dtype)};
   c.shape.batch = a.batch, c.shape.q_heads = a.q_heads, c.shape.kv_heads = a.kv_heads;
   c.shape.q_len = a.n, c.shape.kv_len = a.kv_n > 0 ? a.kv_n : a.n, c.shape.d_qk = c.shape.d_v = a.d;
   c.shape.validate();
-  check(c.dtype != DType::f64, [] { return std::string("--dtype: the kernels take f32, bf16 or f16 inputs"); });
-  check(a.batch <= kMaxKvBatch && a.q_heads <= kMaxKvHeads, [] { return std::string("--batch/--q-heads: absurd"); });
+  const Pattern pattern = parse_option("--pattern", a.pattern, [](const std::string& t) { return Pattern::parse(t); });
   const double bytes = double(io_bytes(c));
   const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
   check(bytes <= ram / 2, [&] {
     return fmt::format("the case needs {:.1f} GiB of inputs and outputs; this machine has {:.1f} GiB of memory",
                        bytes / double(1 << 30), ram / double(1 << 30));
   });
+  // Bound here, once the lengths are known to fit, so that a pattern that does not fit them
+  // is refused before the peaks are measured.
+  pattern.bind(c.shape.q_len, c.shape.kv_len);
   return {c};
 }
 
@@ -216,6 +225,15 @@ double reference_gflops(const BenchCase& c) {
   return case_gflop(sub) / (median(time_runs(sub, Kernel::ref, 1).ms) * 1e-3);
 }
 
+// Which AVX-512 micro-kernels the flash kernel runs for this case, by its rule (flash.hpp:
+// bf16 inputs, a CPU with AVX-512 BF16, and an AVX-512 target, i.e. 16 f32 lanes).
+std::string flash_micro_kernels(const BenchCase& c, Kernel kernel) {
+  int lanes = 0;
+  dispatched_simd_target(&lanes);
+  const bool bf16 = kernel != Kernel::ref && c.dtype == DType::bf16 && cpu_has_avx512bf16() && lanes == 16;
+  return bf16 ? "avx512_bf16" : "none";
+}
+
 nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
   const Timing t = time_runs(c, kernel, reps);
   const std::vector<double>& ms = t.ms;
@@ -243,29 +261,33 @@ nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
           {"ref_gflops", ref},
           {"speedup_vs_ref", gflops / ref},
           {"io_bytes", io_bytes(c)},
-          {"extra_peak_rss_bytes", t.extra_bytes}};
+          {"extra_peak_rss_bytes", t.extra_bytes},
+          {"micro_kernels", flash_micro_kernels(c, kernel)}};
 }
 
-int run(const BenchArgs& a) {
-  if (a.decode) {
-    DecodeBenchArgs d = a.dec;
-    d.quick = a.quick, d.no_peak = a.no_peak, d.json = a.json, d.reps = a.reps;
-    d.kernel = a.kernel == "auto" ? "auto" : a.kernel;
-    // Shared options keep the decode defaults (32 / 8 heads, d = 128, 65536 tokens) unless given.
-    if (a.given("--batch")) d.batch = a.batch;
-    if (a.given("--q-heads")) d.q_heads = a.q_heads;
-    if (a.given("--kv-heads")) d.kv_heads = a.kv_heads;
-    if (a.given("--d")) d.d = a.d;
-    if (a.given("--n")) d.n = a.n;
-    if (a.given("--kv-n")) d.n = a.kv_n;  // the cached tokens: --kv-n says it best, --n is kept
-    return run_decode_bench(d);
-  }
-  const Kernel kernel = parse_kernel(a.kernel);
-  const int reps = a.reps > 0 ? a.reps : (a.quick ? 3 : 5);
-  check(a.n >= 1 && a.kv_n >= 0 && a.d >= 1, [&] { return std::string("--n and --d must be >= 1, --kv-n >= 0"); });
-  check(a.reps >= 0 && reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", a.reps); });
+// Every option is checked here, before the peaks are measured or a case is run.
+struct Checked {
+  Kernel kernel = Kernel::automatic;
+  int reps = 0;
+  std::vector<BenchCase> cases;
+  KvConfig preset;
+};
+
+Checked check_prefill(const BenchArgs& a) {
+  Checked k;
+  k.kernel = parse_option("--kernel", a.kernel, [](const std::string& t) { return parse_kernel(t); });
+  k.reps = a.reps > 0 ? a.reps : (a.quick ? 3 : 5);
+  k.cases = cases_for(a);  // validates a custom case before any work
+  if (a.pattern.empty())
+    k.preset = parse_option("--preset", a.preset, [](const std::string& t) { return kv_preset(t); });
+  return k;
+}
+
+nlohmann::json run_prefill(const BenchArgs& a, const Checked& k) {
+  const Kernel kernel = k.kernel;
+  const int reps = k.reps;
+  const std::vector<BenchCase>& cases = k.cases;
   nlohmann::json records = nlohmann::json::array();
-  const std::vector<BenchCase> cases = cases_for(a);  // validates a custom case before any work
   std::optional<HwInfo> hw;
   if (!a.no_peak) hw = measure_hwinfo();
   fmt::print("attention forward, kernel={}, {} threads, median of {} runs\n", kernel_name(kernel), omp_get_max_threads(), reps);
@@ -294,14 +316,41 @@ int run(const BenchArgs& a) {
     records.push_back(std::move(r));
   }
   if (a.pattern.empty()) {
-    fmt::print("\nKV-cache memory of {} at its full context, by head layout:\n", a.preset);
-    print_kv_comparison(kv_preset(a.preset));
+    fmt::print("\nKV-cache memory of {} at its full context, by head layout:\n", k.preset.name);
+    print_kv_comparison(k.preset);
   }
-  if (!a.json.empty()) {
-    std::ofstream f(a.json);
-    check(static_cast<bool>(f), [&] { return fmt::format("--json: cannot open '{}' for writing", a.json); });
-    f << records.dump(2) << "\n";
-    check(static_cast<bool>(f), [&] { return fmt::format("--json: writing '{}' failed", a.json); });
+  return records;
+}
+
+int run(const BenchArgs& a) {
+  apply_threads(a.threads);
+  const std::vector<OutputPath> outputs = {{a.json.target(), "--json"}};
+  check_outputs(outputs);
+  nlohmann::json records;
+  std::FILE* json_stream = stdout;
+  if (a.decode) {
+    DecodeBenchArgs d = a.dec;
+    d.quick = a.quick, d.no_peak = a.no_peak, d.reps = a.reps;
+    d.kernel = a.kernel;
+    // Shared options keep the decode defaults (32 / 8 heads, d = 128, 65536 tokens) unless given.
+    if (a.given("--batch")) d.batch = a.batch;
+    if (a.given("--q-heads")) d.q_heads = a.q_heads;
+    if (a.given("--kv-heads")) d.kv_heads = a.kv_heads;
+    if (a.given("--d")) d.d = a.d;
+    if (a.given("--n")) d.n = a.n;
+    if (a.given("--kv-n")) d.n = a.kv_n;  // the cached tokens: --kv-n says it best, --n is kept
+    check_decode_bench(d);
+    if (a.json.to_stdout()) json_stream = divert_stdout_to_stderr();
+    records = run_decode_bench(d);
+  } else {
+    const Checked k = check_prefill(a);
+    if (a.json.to_stdout()) json_stream = divert_stdout_to_stderr();
+    records = run_prefill(a, k);
+  }
+  if (a.json.given()) {
+    const nlohmann::json meta = run_metadata();
+    for (nlohmann::json& r : records) r.update(meta);
+    write_json(a.json, records, json_stream);
   }
   return 0;
 }
@@ -310,17 +359,22 @@ ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GF
                 [](CLI::App& sub) -> std::function<int()> {
                   auto a = std::make_shared<BenchArgs>();
                   sub.add_flag("--quick", a->quick, "a short sweep (a few seconds)");
-                  sub.add_option("--json", a->json, "write one JSON record per case to this file");
-                  sub.add_option("--kernel", a->kernel, "auto | flash | ref")->capture_default_str();
+                  add_json(sub, a->json, "one record per case (with CPU, ISA, commit and date)");
+                  sub.add_option("--kernel", a->kernel, "auto | flash | ref (--decode: auto | generic)")
+                      ->capture_default_str();
+                  add_threads(sub, a->threads);
                   sub.add_option("--pattern", a->pattern, "time one case with this pattern instead of the sweep");
                   sub.add_option("--dtype", a->dtype, "input type of the custom case: f32 | bf16 | f16")->capture_default_str();
-                  sub.add_option("--batch", a->batch, "custom case: batch")->capture_default_str();
-                  sub.add_option("--q-heads", a->q_heads, "custom case: query heads")->capture_default_str();
-                  sub.add_option("--kv-heads", a->kv_heads, "custom case: KV heads")->capture_default_str();
-                  sub.add_option("--n", a->n, "custom case: query length (--decode: cached tokens per sequence)")->capture_default_str();
-                  sub.add_option("--kv-n", a->kv_n, "custom case: key length (default: --n; --decode: cached tokens)");
-                  sub.add_option("--d", a->d, "custom case: head dim (d_qk = d_v)")->capture_default_str();
-                  sub.add_option("--reps", a->reps, "timed runs per case (default 3 with --quick, else 5)");
+                  add_int(sub, "--batch", a->batch, "custom case: batch", 1, kMaxKvBatch)->capture_default_str();
+                  add_int(sub, "--q-heads", a->q_heads, "custom case: query heads", 1, kMaxKvHeads)->capture_default_str();
+                  add_int(sub, "--kv-heads", a->kv_heads, "custom case: KV heads", 1, kMaxKvHeads)->capture_default_str();
+                  add_int(sub, "--n", a->n, "custom case: query length (--decode: cached tokens per sequence)", 1,
+                          kMaxSeqLen)
+                      ->capture_default_str();
+                  add_int(sub, "--kv-n", a->kv_n, "custom case: key length (default: --n; --decode: cached tokens)", 1,
+                          kMaxSeqLen);
+                  add_int(sub, "--d", a->d, "custom case: head dim (d_qk = d_v)", 1, kMaxHeadDim)->capture_default_str();
+                  add_int(sub, "--reps", a->reps, "timed runs per case (default 3 with --quick, else 5)", 1, 1000);
                   sub.add_flag("--no-peak", a->no_peak, "skip measuring the machine's peaks (peak fields are null)");
                   sub.add_option("--preset", a->preset, "model preset of the KV-memory comparison")->capture_default_str();
                   sub.add_flag("--decode", a->decode,
@@ -328,12 +382,16 @@ ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GF
                                "--kernel auto | generic");
                   sub.add_option("--layout", a->dec.layout, "--decode custom case: contiguous | rolling | paged");
                   sub.add_option("--storage", a->dec.storage, "--decode custom case: f32 | bf16 | f16 | int8 | int4");
-                  sub.add_option("--page", a->dec.page, "--decode: page size of the paged layout")->capture_default_str();
-                  sub.add_option("--nq", a->dec.nq, "--decode: new tokens per sequence")->capture_default_str();
-                  sub.add_option("--window", a->dec.window, "--decode: rolling window")->capture_default_str();
-                  sub.add_option("--sinks", a->dec.sinks, "--decode: rolling sinks")->capture_default_str();
-                  sub.add_option("--rolling-rss", a->dec.rolling_rss,
-                                 "--decode: generate this many tokens into a rolling cache and report resident memory");
+                  add_int(sub, "--page", a->dec.page, "--decode: page size of the paged layout", 1, kMaxSeqLen)
+                      ->capture_default_str();
+                  add_int(sub, "--nq", a->dec.nq, "--decode: new tokens per sequence", 1, kMaxSeqLen)->capture_default_str();
+                  add_int(sub, "--window", a->dec.window, "--decode: rolling window", 1, kMaxSeqLen)->capture_default_str();
+                  add_int(sub, "--sinks", a->dec.sinks, "--decode: rolling sinks", 0, kMaxSeqLen)->capture_default_str();
+                  add_int(sub, "--rolling-rss", a->dec.rolling_rss,
+                          fmt::format("--decode: generate this many tokens into a rolling cache and report resident "
+                                      "memory (at most {}, a few minutes)",
+                                      kMaxRollingRssTokens),
+                          1, kMaxRollingRssTokens);
                   a->given = [&sub](const char* name) { return sub.count(name) > 0; };
                   return [a] { return run(*a); };
                 });

@@ -4,9 +4,10 @@
 // visits), which is what bounds decoding.
 #include "bench_decode.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <optional>
 #include <vector>
 
@@ -18,6 +19,8 @@
 #include "attnkit/decode.hpp"
 #include "attnkit/error.hpp"
 #include "attnkit/hwinfo.hpp"
+#include "attnkit/shape.hpp"
+#include "options.hpp"
 #include "rss.hpp"
 
 namespace attnkit::cli {
@@ -39,8 +42,11 @@ std::vector<DecodeCase> decode_sweep(const DecodeBenchArgs& a) {
   using S = KvStorage;
   if (!a.layout.empty() || !a.storage.empty()) {
     DecodeCase c;
-    c.layout = a.layout.empty() ? L::contiguous : parse_kv_layout(a.layout);
-    c.storage = a.storage.empty() ? S::bf16 : parse_kv_storage(a.storage);
+    c.layout = a.layout.empty() ? L::contiguous
+                                : parse_option("--layout", a.layout, [](const std::string& t) { return parse_kv_layout(t); });
+    c.storage = a.storage.empty()
+                    ? S::bf16
+                    : parse_option("--storage", a.storage, [](const std::string& t) { return parse_kv_storage(t); });
     c.batch = a.batch, c.hq = a.q_heads, c.hkv = a.kv_heads, c.n = a.n, c.nq = a.nq, c.d = a.d, c.page = a.page;
     c.window = a.window, c.sinks = a.sinks;
     return {c};
@@ -142,6 +148,18 @@ Tensor queries(const DecodeCase& c, int64_t batch) {
   return q;
 }
 
+// The AVX-512 micro-kernels decode_attention runs on a case, by its rule (decode.cpp: the
+// automatic kernel, a stored 16- or 8-bit format, the CPU's AVX-512 BF16 + VNNI, and widths
+// that are multiples of 32): vdpbf16ps for bf16, vcvtph2ps for f16, vpdpbusd for int8/int4.
+std::string decode_micro_kernels(const DecodeCase& c, DecodeKernel kernel) {
+  const bool widths = c.d >= 32 && c.d <= kMaxHeadDim && c.d % 32 == 0;
+  if (kernel != DecodeKernel::automatic || c.storage == KvStorage::f32 || !widths || !cpu_has_avx512_micro_kernels())
+    return "none";
+  if (c.storage == KvStorage::bf16) return "avx512_bf16";
+  if (c.storage == KvStorage::f16) return "avx512_f16";
+  return "avx512_vnni";
+}
+
 nlohmann::json time_case(const DecodeCase& c, DecodeKernel kernel, int reps) {
   KvCache cache(cache_config(c));
   const std::vector<int64_t> seqs = fill(cache, c);
@@ -188,15 +206,22 @@ nlohmann::json time_case(const DecodeCase& c, DecodeKernel kernel, int reps) {
           {"speedup_vs_ref", gflops / ref_gflops},
           {"bytes_read", bytes},
           {"gbps", bytes / (med * 1e-3) * 1e-9},
-          {"cache_bytes", cache.bytes_allocated()}};
+          {"cache_bytes", cache.bytes_allocated()},
+          {"micro_kernels", decode_micro_kernels(c, kernel)}};
+}
+
+// The rolling cache of --rolling-rss (bf16 storage, as in KvCacheConfig's defaults).
+DecodeCase rolling_case(const DecodeBenchArgs& a) {
+  DecodeCase c;
+  c.layout = KvLayout::rolling;
+  c.hkv = a.kv_heads, c.hq = a.q_heads, c.d = a.d, c.window = a.window, c.sinks = a.sinks;
+  return c;
 }
 
 // Generates `tokens` tokens into a rolling cache (bf16, 8 KV heads of 128, window 4096 +
 // 4 sinks), decoding every 4096th step, and samples resident memory along the way.
 nlohmann::json rolling_rss(const DecodeBenchArgs& a) {
-  DecodeCase c;
-  c.layout = KvLayout::rolling;
-  c.hkv = a.kv_heads, c.hq = a.q_heads, c.d = a.d, c.window = a.window, c.sinks = a.sinks;
+  const DecodeCase c = rolling_case(a);
   KvCache cache(cache_config(c));
   const int64_t s = cache.add_sequence();
   const Chunk chunk(c.hkv, 1, c.d, 11);
@@ -232,21 +257,63 @@ nlohmann::json rolling_rss(const DecodeBenchArgs& a) {
           {"rss_spread_bytes", hi - lo}, {"samples", samples}};
 }
 
+
+// Bytes a case allocates, over-estimated: the cache (codes plus a tenth for scales and page
+// rounding) and the f32 chunk it is filled from.
+double case_bytes(const DecodeCase& c) {
+  double per_value = 4;
+  switch (c.storage) {
+    case KvStorage::bf16:
+    case KvStorage::f16: per_value = 2; break;
+    case KvStorage::int8: per_value = 1; break;
+    case KvStorage::int4: per_value = 0.5; break;
+    default: break;
+  }
+  const double held = c.layout == KvLayout::rolling ? std::min<double>(double(c.n), double(c.window + c.sinks + c.nq))
+                                                    : double(c.n);
+  const double cache = double(c.batch) * held * double(c.hkv) * double(c.d) * 2 * per_value * 1.1;
+  return cache + 2.0 * double(c.hkv) * 4096 * double(c.d) * 4;
+}
+
+void check_case(const DecodeCase& c) {
+  cache_config(c).validate();
+  check(c.batch >= 1 && c.batch <= 4096 && c.n >= c.nq && c.nq >= 1, [&] {
+    return fmt::format("--batch ({}) must be in [1, 4096] and --n ({}) >= --nq ({}) >= 1", c.batch, c.n, c.nq);
+  });
+  check(c.hq % c.hkv == 0, [&] {
+    return fmt::format("--q-heads ({}) must be a multiple of --kv-heads ({})", c.hq, c.hkv);
+  });
+  const double bytes = case_bytes(c);
+  const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
+  check(bytes <= ram / 2, [&] {
+    return fmt::format("the {} {} case (B = {}, {} tokens, {} KV heads of {}) needs about {:.1f} GiB; this machine "
+                       "has {:.1f} GiB of memory: use a smaller --n or --batch",
+                       kv_layout_name(c.layout), kv_storage_name(c.storage), c.batch, c.n, c.hkv, c.d,
+                       bytes / double(1 << 30), ram / double(1 << 30));
+  });
+}
+
 }  // namespace
 
-int run_decode_bench(const DecodeBenchArgs& a) {
+void check_decode_bench(const DecodeBenchArgs& a) {
+  parse_option("--kernel", a.kernel, [](const std::string& t) { return parse_decode_kernel(t); });
+  check(a.reps >= 0 && a.reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", a.reps); });
+  check(a.rolling_rss >= 0 && a.rolling_rss <= kMaxRollingRssTokens, [&] {
+    return fmt::format("--rolling-rss ({}) must be in [1, {}]", a.rolling_rss, kMaxRollingRssTokens);
+  });
+  if (a.rolling_rss > 0) {
+    check_case(rolling_case(a));
+    return;
+  }
+  for (const DecodeCase& c : decode_sweep(a)) check_case(c);
+}
+
+nlohmann::json run_decode_bench(const DecodeBenchArgs& a) {
+  check_decode_bench(a);
   const DecodeKernel kernel = parse_decode_kernel(a.kernel);
   const int reps = a.reps > 0 ? a.reps : (a.quick ? 5 : 15);
-  check(a.reps >= 0 && reps <= 1000, [&] { return fmt::format("--reps ({}) must be in [1, 1000]", a.reps); });
-  check(a.rolling_rss >= 0, [&] { return fmt::format("--rolling-rss ({}) must be >= 0", a.rolling_rss); });
   nlohmann::json records = nlohmann::json::array();
   const std::vector<DecodeCase> cases = a.rolling_rss > 0 ? std::vector<DecodeCase>{} : decode_sweep(a);
-  for (const DecodeCase& c : cases) {
-    cache_config(c).validate();
-    check(c.batch >= 1 && c.batch <= 4096 && c.n >= c.nq && c.nq >= 1 && c.hq % c.hkv == 0, [&] {
-      return fmt::format("--batch (1..4096), --n >= --nq >= 1, --q-heads a multiple of --kv-heads");
-    });
-  }
   // The DRAM peak is measured before and after the cases and the larger figure taken: on a
   // shared machine the bandwidth left to this process changes over seconds, and noise only
   // ever makes a peak look lower (a low figure at the start once put cases above 100 %).
@@ -305,13 +372,7 @@ int run_decode_bench(const DecodeBenchArgs& a) {
                r["speedup_vs_ref"].get<double>());
   }
   if (a.rolling_rss > 0) records.push_back(rolling_rss(a));
-  if (!a.json.empty()) {
-    std::ofstream f(a.json);
-    check(static_cast<bool>(f), [&] { return fmt::format("--json: cannot open '{}' for writing", a.json); });
-    f << records.dump(2) << "\n";
-    check(static_cast<bool>(f), [&] { return fmt::format("--json: writing '{}' failed", a.json); });
-  }
-  return 0;
+  return records;
 }
 
 }  // namespace attnkit::cli

@@ -7,11 +7,17 @@
 #include <cstdint>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 namespace attnkit::cli {
+
+// --rolling-rss generates tokens one by one (about 6 us each with the sampled decode steps),
+// so 2^24 tokens (16x the documented run) take a few minutes; more is refused.
+constexpr int64_t kMaxRollingRssTokens = int64_t{1} << 24;
 
 struct DecodeBenchArgs {
   bool quick = false, no_peak = false;
-  std::string json, kernel = "auto";
+  std::string kernel = "auto";
   int reps = 0;
   // A custom case instead of the sweep, when --layout or --storage is given.
   std::string layout, storage;
@@ -21,6 +27,11 @@ struct DecodeBenchArgs {
   int64_t rolling_rss = 0;
 };
 
-int run_decode_bench(const DecodeBenchArgs& a);
+// Checks every option, each case's cache config and memory, and the --rolling-rss run
+// before any work; throws Error naming the flag.
+void check_decode_bench(const DecodeBenchArgs& a);
+// Runs the cases (after check_decode_bench), prints the table and returns one JSON record
+// per case.
+nlohmann::json run_decode_bench(const DecodeBenchArgs& a);
 
 }  // namespace attnkit::cli

@@ -18,6 +18,10 @@ bool add_command(std::string name, std::string description, Setup setup);
 // Exit code for bad input (arguments, files); 1 is kept for internal failures.
 constexpr int kExitBadInput = 2;
 
+// The note on causal alignment (bottom-right here, top-left in PyTorch) that `attend --help`
+// and `pattern --help` end with.
+const char* causal_alignment_note();
+
 }  // namespace attnkit::cli
 
 #define ATTNKIT_CLI_CONCAT2(a, b) a##b

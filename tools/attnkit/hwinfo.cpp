@@ -5,21 +5,24 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 #include <omp.h>
 #include <nlohmann/json.hpp>
 
+#include "attnkit/atomic_file.hpp"
 #include "attnkit/error.hpp"
 #include "attnkit/hwinfo.hpp"
 #include "command.hpp"
+#include "options.hpp"
 
 namespace attnkit::cli {
 namespace {
 
 struct HwinfoArgs {
-  bool json = false;
-  int threads = 0;
+  JsonOutput json;
+  int threads = 0;  // 0: all OpenMP threads
   double budget = HwOptions{}.seconds_per_measurement;
   int64_t dram_mib = HwOptions{}.dram_bytes >> 20;
 };
@@ -45,18 +48,17 @@ nlohmann::json to_json(const HwInfo& h) {
 }
 
 int run(const HwinfoArgs& a) {
-  check(a.threads >= 1 && a.threads <= 1024, [&] { return fmt::format("--threads ({}) must be in [1, 1024]", a.threads); });
   check(a.budget > 0 && a.budget <= 60, [&] { return fmt::format("--budget ({}) must be in (0, 60] seconds", a.budget); });
-  check(a.dram_mib >= 1 && a.dram_mib <= (int64_t(1) << 20),
-        [&] { return fmt::format("--dram-mib ({}) must be in [1, 1048576]", a.dram_mib); });
+  const std::vector<OutputPath> outputs = {{a.json.to_stdout() ? "" : a.json.target(), "--json"}};
+  check_outputs(outputs);
   HwOptions o;
   o.threads = a.threads;
   o.seconds_per_measurement = a.budget;
   o.dram_bytes = a.dram_mib << 20;
   const HwInfo h = measure_hwinfo(o);
-  if (a.json) {
-    fmt::print("{}\n", to_json(h).dump(2));
-    return 0;
+  if (a.json.given()) {
+    write_json(a.json, to_json(h));
+    if (a.json.to_stdout()) return 0;
   }
   const std::string bf16 = h.has_avx512bf16 ? fmt::format("{:.1f} GFLOP/s", h.bf16_dot_gflops) : "unsupported (no AVX-512 BF16)";
   const std::string dram = h.dram_bytes > 0 ? fmt::format("{:.1f} GB/s ({} MiB buffer)", h.dram_read_gbps, h.dram_bytes >> 20)
@@ -74,12 +76,11 @@ int run(const HwinfoArgs& a) {
 ATTNKIT_COMMAND("hwinfo", "Measure this machine's peaks: fp32 FMA and bf16 dot GFLOP/s, DRAM read GB/s",
                 [](CLI::App& sub) -> std::function<int()> {
                   auto a = std::make_shared<HwinfoArgs>();
-                  sub.add_flag("--json", a->json, "print JSON instead of a table");
-                  a->threads = omp_get_max_threads();
-                  sub.add_option("--threads", a->threads, "threads to measure on (default: all OpenMP threads)")
-                      ->capture_default_str();
+                  add_json(sub, a->json, "the peaks");
+                  add_threads(sub, a->threads, "threads to measure on (default: all OpenMP threads)");
                   sub.add_option("--budget", a->budget, "seconds per measurement (4 measurements)")->capture_default_str();
-                  sub.add_option("--dram-mib", a->dram_mib, "DRAM read buffer in MiB (shrunk if memory is short)")
+                  add_int(sub, "--dram-mib", a->dram_mib, "DRAM read buffer in MiB (shrunk if memory is short)", 1,
+                          int64_t{1} << 20)
                       ->capture_default_str();
                   return [a] { return run(*a); };
                 });

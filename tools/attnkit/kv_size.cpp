@@ -11,9 +11,11 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "attnkit/atomic_file.hpp"
 #include "attnkit/error.hpp"
 #include "attnkit/kv_size.hpp"
 #include "command.hpp"
+#include "options.hpp"
 #include "kv_report.hpp"
 
 namespace attnkit::cli {
@@ -138,12 +140,12 @@ void print_compare(const KvConfig& c, const std::vector<KvCompareRow>& rows) {
   fmt::print("GQA kv=n has n KV heads. SWA holds min(context, window + sinks) tokens. * = the given config.\n");
 }
 
-void print_presets(bool as_json) {
-  if (as_json) {
+void print_presets(const JsonOutput& as_json) {
+  if (as_json.given()) {
     json out = json::array();
     for (const KvPreset& p : kv_presets()) out.push_back({{"source", p.source}, {"config", config_json(p.config)}});
-    fmt::print("{}\n", out.dump(2));
-    return;
+    write_json(as_json, out);
+    if (as_json.to_stdout()) return;
   }
   fmt::print("{:<12} {:>6} {:>6} {:>4} {:>7} {:>7} {:>7} {:>7} {:>5}  {}\n", "preset", "layers", "heads", "kv", "dim",
              "context", "window", "mla", "dtype", "source");
@@ -163,7 +165,8 @@ struct Options {
   std::string preset, dtype;
   int64_t layers = 0, heads = 0, kv_heads = 0, head_dim = 0, v_head_dim = 0, context = 0, batch = 0;
   int64_t window = 0, sinks = 0, mla_latent = 0, mla_rope = 0, group = 0, residual = 0;
-  bool compare = false, json = false, list = false;
+  bool compare = false, list = false;
+  JsonOutput json;
 };
 
 // Options a preset does not set (or the user overrides) are applied on top of it; a
@@ -172,7 +175,7 @@ KvConfig build_config(const Options& o, const CLI::App& sub) {
   auto given = [&](const char* name) { return sub.get_option(name)->count() > 0; };
   KvConfig c;
   if (given("--preset")) {
-    c = kv_preset(o.preset);
+    c = parse_option("--preset", o.preset, [](const std::string& t) { return kv_preset(t); });
   } else {
     for (const char* required : {"--layers", "--heads", "--head-dim"})
       if (!given(required))
@@ -188,7 +191,8 @@ KvConfig build_config(const Options& o, const CLI::App& sub) {
   if (given("--v-head-dim")) c.v_head_dim = o.v_head_dim;
   if (given("--context")) c.context = o.context;
   if (given("--batch")) c.batch = o.batch;
-  if (given("--dtype")) c.storage = parse_kv_storage(o.dtype);
+  if (given("--dtype"))
+    c.storage = parse_option("--dtype", o.dtype, [](const std::string& t) { return parse_kv_storage(t); });
   if (given("--window")) {
     if (o.window == 0) c.window.reset();  // 0 turns a preset's window off
     else c.window = o.window;
@@ -209,17 +213,19 @@ KvConfig build_config(const Options& o, const CLI::App& sub) {
 }
 
 int run(const Options& o, const CLI::App& sub) {
+  const std::vector<OutputPath> outputs = {{o.json.to_stdout() ? "" : o.json.target(), "--json"}};
+  check_outputs(outputs);
   if (o.list) {
     print_presets(o.json);
     return 0;
   }
   const KvConfig cfg = build_config(o, sub);
   const KvSize size = kv_size(cfg);
-  if (o.json) {
+  if (o.json.given()) {
     json out = size_json(cfg, size);
     if (o.compare) out["compare"] = compare_json(kv_compare(cfg));
-    fmt::print("{}\n", out.dump(2));
-    return 0;
+    write_json(o.json, out);
+    if (o.json.to_stdout()) return 0;
   }
   print_size(cfg, size);
   if (o.compare) print_compare(cfg, kv_compare(cfg));
@@ -229,22 +235,22 @@ int run(const Options& o, const CLI::App& sub) {
 std::function<int()> setup(CLI::App& sub) {
   auto o = std::make_shared<Options>();
   sub.add_option("--preset", o->preset, "Published model config (see --list-presets)");
-  sub.add_option("--layers", o->layers, "Transformer layers");
-  sub.add_option("--heads,--q-heads", o->heads, "Query heads");
-  sub.add_option("--kv-heads", o->kv_heads, "KV heads (default: --heads, i.e. MHA)");
-  sub.add_option("--head-dim", o->head_dim, "K head dim");
-  sub.add_option("--v-head-dim", o->v_head_dim, "V head dim (default: --head-dim)");
-  sub.add_option("--context", o->context, "Tokens per sequence (default: the preset's, else 4096)");
-  sub.add_option("--batch", o->batch, "Sequences (default 1)");
+  add_int(sub, "--layers", o->layers, "Transformer layers");
+  add_int(sub, "--heads,--q-heads", o->heads, "Query heads");
+  add_int(sub, "--kv-heads", o->kv_heads, "KV heads (default: --heads, i.e. MHA)");
+  add_int(sub, "--head-dim", o->head_dim, "K head dim");
+  add_int(sub, "--v-head-dim", o->v_head_dim, "V head dim (default: --head-dim)");
+  add_int(sub, "--context", o->context, "Tokens per sequence (default: the preset's, else 4096)");
+  add_int(sub, "--batch", o->batch, "Sequences (default 1)");
   sub.add_option("--dtype", o->dtype, "Cache storage: f32, bf16, f16, int8, int4");
-  sub.add_option("--window", o->window, "Rolling window of W tokens (0: none)");
-  sub.add_option("--sinks", o->sinks, "Attention-sink tokens kept beside the window");
-  sub.add_option("--mla-latent", o->mla_latent, "MLA latent dims (kv_lora_rank); 0: no MLA");
-  sub.add_option("--mla-rope", o->mla_rope, "MLA decoupled RoPE key dims");
-  sub.add_option("--group", o->group, "int4 group size G (default 32)");
-  sub.add_option("--residual", o->residual, "int4 f16 residual tokens R (default 128)");
+  add_int(sub, "--window", o->window, "Rolling window of W tokens (0: none)");
+  add_int(sub, "--sinks", o->sinks, "Attention-sink tokens kept beside the window");
+  add_int(sub, "--mla-latent", o->mla_latent, "MLA latent dims (kv_lora_rank); 0: no MLA");
+  add_int(sub, "--mla-rope", o->mla_rope, "MLA decoupled RoPE key dims");
+  add_int(sub, "--group", o->group, "int4 group size G (default 32)");
+  add_int(sub, "--residual", o->residual, "int4 f16 residual tokens R (default 128)");
   sub.add_flag("--compare", o->compare, "Also compare MHA / GQA / MQA / MLA / SWA layouts");
-  sub.add_flag("--json", o->json, "Print JSON with exact integer byte counts");
+  add_json(sub, o->json, "the sizes, with exact integer byte counts");
   sub.add_flag("--list-presets", o->list, "List the presets and their sources");
   return [o, &sub] { return run(*o, sub); };
 }

@@ -4,24 +4,29 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "attnkit/atomic_file.hpp"
 #include "attnkit/receptive_field.hpp"
 #include "command.hpp"
+#include "options.hpp"
 
 namespace attnkit::cli {
 namespace {
 
 struct Options {
   int64_t layers = 0, window = 0, dilation = 1;
-  bool json = false;
+  JsonOutput json;
 };
 
 int run(const Options& o) {
   const ReceptiveField rf = receptive_field(o.layers, o.window, o.dilation);
-  if (o.json) {
+  const std::vector<OutputPath> outputs = {{o.json.to_stdout() ? "" : o.json.target(), "--json"}};
+  check_outputs(outputs);
+  if (o.json.given()) {
     nlohmann::json reach = nlohmann::json::array();
     for (int64_t k = 1; k <= rf.layers; ++k) reach.push_back(rf.reach(k));
     const nlohmann::json out = {
@@ -33,8 +38,8 @@ int run(const Options& o) {
         {"reach", reach},
         {"span", rf.span()},
         {"reachable_tokens", rf.reachable_tokens()}};
-    fmt::print("{}\n", out.dump(2));
-    return 0;
+    write_json(o.json, out);
+    if (o.json.to_stdout()) return 0;
   }
   if (rf.dilation > 1)
     fmt::print("dilated window W={}: the query and {} earlier keys spaced {} apart, {} layers\n", rf.window,
@@ -65,10 +70,10 @@ int run(const Options& o) {
 
 std::function<int()> setup(CLI::App& sub) {
   auto o = std::make_shared<Options>();
-  sub.add_option("--layers", o->layers, "Stacked attention layers")->required();
-  sub.add_option("--window", o->window, "Window of W keys per query, the query included")->required();
-  sub.add_option("--dilation", o->dilation, "Gap between window keys, as Longformer's dilation (default 1)");
-  sub.add_flag("--json", o->json, "Print JSON with the reach of every layer");
+  add_int(sub, "--layers", o->layers, "Stacked attention layers")->required();
+  add_int(sub, "--window", o->window, "Window of W keys per query, the query included")->required();
+  add_int(sub, "--dilation", o->dilation, "Gap between window keys, as Longformer's dilation (default 1)");
+  add_json(sub, o->json, "the reach of every layer");
   return [o] { return run(*o); };
 }
 

@@ -1,7 +1,9 @@
 // The pattern string syntax: Pattern::parse and its inverse Pattern::to_string.
 // Grammar: KIND[:ARGS], ARGS = comma-separated values (window) or key=value / flag items.
-// Every error names "pattern", quotes the text and says what was expected.
+// Every error names "pattern", quotes the text (escaped and cut: printable()) and says what
+// was expected; an integer too large for 64 bits is out of range, not "not an integer".
 #include <charconv>
+#include <limits>
 #include <map>
 
 #include <fmt/format.h>
@@ -19,8 +21,11 @@ constexpr const char* kSyntax =
     "bigbird:block=B[,window=W][,global=G][,random=R][,seed=S] | strided:stride=S | fixed:stride=S,c=C | "
     "blocks:bq=BQ,bk=BK,mask=ROW/ROW/... (rows of 0/1)";
 
+// User text quoted in a message: control bytes escaped, long text cut (error.hpp).
+std::string q(std::string_view s) { return printable(s); }
+
 [[noreturn]] void fail(std::string_view text, const std::string& why) {
-  throw Error(fmt::format("pattern '{}': {}; expected {}", text, why, kSyntax));
+  throw Error(fmt::format("pattern '{}': {}; expected {}", q(text), why, kSyntax));
 }
 
 std::vector<std::string_view> split(std::string_view s, char sep) {
@@ -39,8 +44,13 @@ int64_t parse_int(std::string_view text, std::string_view field, std::string_vie
   int64_t v = 0;
   const char* end = value.data() + value.size();
   auto [ptr, ec] = std::from_chars(value.data(), end, v);
+  // from_chars reads every digit before it reports a range error, so ptr == end tells a
+  // well-formed number that does not fit from text that is not a number at all.
+  if (ec == std::errc::result_out_of_range && ptr == end)
+    fail(text, fmt::format("{} '{}' is out of range (beyond a 64-bit integer's +-{})", field, q(value),
+                           std::numeric_limits<int64_t>::max()));
   if (value.empty() || ec != std::errc() || ptr != end)
-    fail(text, fmt::format("{} '{}' is not an integer", field, value));
+    fail(text, fmt::format("{} '{}' is not an integer", field, q(value)));
   return v;
 }
 
@@ -55,9 +65,9 @@ struct Items {
       const size_t eq = item.find('=');
       const std::string_view key = item.substr(0, eq);
       if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
-        fail(text, fmt::format("unknown key '{}' (allowed: {})", key, fmt::join(allowed, ", ")));
+        fail(text, fmt::format("unknown key '{}' (allowed: {})", q(key), fmt::join(allowed, ", ")));
       if (!values.emplace(std::string(key), eq == std::string_view::npos ? "" : item.substr(eq + 1)).second)
-        fail(text, fmt::format("key '{}' given twice", key));
+        fail(text, fmt::format("key '{}' given twice", q(key)));
     }
   }
   bool has(std::string_view key) const { return values.count(key) != 0; }
@@ -83,7 +93,7 @@ Pattern Pattern::parse(std::string_view text) {
   const std::string_view args = colon == std::string_view::npos ? std::string_view() : text.substr(colon + 1);
   const bool has_args = colon != std::string_view::npos;
   auto no_args = [&] {
-    if (has_args) fail(text, fmt::format("'{}' takes no arguments", kind));
+    if (has_args) fail(text, fmt::format("'{}' takes no arguments", q(kind)));
   };
 
   if (kind == "none" || kind == "full") {
@@ -149,13 +159,14 @@ Pattern Pattern::parse(std::string_view text) {
     for (std::string_view row : rows) {
       if (static_cast<int64_t>(row.size()) != s.cols) fail(text, "mask rows have different lengths");
       for (char c : row) {
-        if (c != '0' && c != '1') fail(text, fmt::format("mask character '{}' is not 0 or 1", c));
+        if (c != '0' && c != '1')
+          fail(text, fmt::format("mask character '{}' is not 0 or 1", q(std::string_view(&c, 1))));
         s.mask.push_back(c == '1');
       }
     }
     return block_mask(std::move(s));
   }
-  fail(text, fmt::format("unknown pattern kind '{}'", kind));
+  fail(text, fmt::format("unknown pattern kind '{}'", q(kind)));
 }
 
 std::string Pattern::to_string() const {

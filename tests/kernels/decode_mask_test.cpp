@@ -60,19 +60,24 @@ Expected plain_decode(const KvCache& cache, const std::vector<int64_t>& seqs, co
   Expected e{Tensor(DType::f64, {B, hq, nq, dv}), Tensor(DType::f64, {B, hq, nq}), Tensor(DType::f64, {B, 1, nq})};
   for (int64_t b = 0; b < B; ++b) {
     const int64_t n = cache.sequence(seqs[static_cast<size_t>(b)]).held;
-    Tensor k(DType::f32, {cfg.kv_heads, n, dk}), v(DType::f32, {cfg.kv_heads, n, dv});
-    cache.gather(seqs[static_cast<size_t>(b)], 1, k.mut(), v.mut());
+    Tensor kt(DType::f64, {cfg.kv_heads, n, dk}), vt(DType::f64, {cfg.kv_heads, n, dv});
+    cache.gather(seqs[static_cast<size_t>(b)], 1, kt.mut(), vt.mut());
+    const auto* k = static_cast<const double*>(kt.data());
+    const auto* v = static_cast<const double*>(vt.data());
     for (int64_t h = 0; h < hq; ++h)
       for (int64_t t = 0; t < nq; ++t) {
         const int64_t qi = n - nq + t;
+        const double* kh = k + h / g * n * dk;
+        const double* vh = v + h / g * n * dv;
+        std::vector<Acc> qrow(static_cast<size_t>(dk));
+        for (int64_t x = 0; x < dk; ++x) qrow[static_cast<size_t>(x)] = static_cast<Acc>(q.view().get(b, h, t, x));
         std::vector<Acc> s(static_cast<size_t>(n));
         Acc mx = -INFINITY;
         int64_t count = 0;
         for (int64_t i = 0; i < n; ++i) {
           if (!sees(qi, i, m.window, m.sinks)) continue;
           Acc dot = 0;
-          for (int64_t x = 0; x < dk; ++x)
-            dot += static_cast<Acc>(q.view().get(b, h, t, x)) * static_cast<Acc>(k.view().get(h / g, i, x));
+          for (int64_t x = 0; x < dk; ++x) dot += qrow[static_cast<size_t>(x)] * static_cast<Acc>(kh[i * dk + x]);
           s[static_cast<size_t>(i)] = dot * scale;
           mx = std::max(mx, s[static_cast<size_t>(i)]);
           ++count;
@@ -83,7 +88,7 @@ Expected plain_decode(const KvCache& cache, const std::vector<int64_t>& seqs, co
           if (!sees(qi, i, m.window, m.sinks)) continue;
           const Acc p = std::exp(s[static_cast<size_t>(i)] - mx);
           sum += p;
-          for (int64_t x = 0; x < dv; ++x) o[static_cast<size_t>(x)] += p * static_cast<Acc>(v.view().get(h / g, i, x));
+          for (int64_t x = 0; x < dv; ++x) o[static_cast<size_t>(x)] += p * static_cast<Acc>(vh[i * dv + x]);
         }
         for (int64_t x = 0; x < dv; ++x) e.o.mut().set(static_cast<double>(o[static_cast<size_t>(x)] / sum), b, h, t, x);
         e.lse.mut().set(static_cast<double>(mx) + std::log(static_cast<double>(sum)), b, h, t);

@@ -35,8 +35,10 @@ if grep -rn -e "$src/include" -e "$src/src" -e "$build/" "$(dirname "$config")" 
    || grep -v '^prefix=' "$pc" | grep -n -e "$src/" -e "$build/"; then
   fail "installed package files name the source or build tree"
 fi
+header_version=$(sed -n 's/^#define ATTNKIT_VERSION_STRING "\(.*\)"$/\1/p' "$prefix/include/attnkit/version.hpp")
 if [ -x "$prefix/bin/attnkit" ]; then
-  "$prefix/bin/attnkit" --help > /dev/null || fail "installed CLI does not run"
+  cli_version=$("$prefix/bin/attnkit" --version) || fail "installed CLI does not run"
+  [ "$cli_version" = "attnkit $header_version" ] || fail "installed CLI says '$cli_version', version.hpp $header_version"
 fi
 
 step "consumer with find_package(attnkit CONFIG)"

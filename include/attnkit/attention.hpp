@@ -5,8 +5,7 @@
 //   LSE[b, h, i] = log sum_j exp(S[i, j])  (natural log; f32).
 // A row with no allowed key yields O = 0 and LSE = -inf, never NaN. NaN or inf in the
 // inputs propagate as in a plain softmax (the row becomes NaN); they never crash.
-// Score modifiers follow FlashAttention 2: softcap first, s = c * tanh(s / c); then ALiBi,
-// s -= slope[h] * |p - j| with p the query's bottom-right aligned position.
+// Score modifiers (scale, softcap, ALiBi) are the Variant of variant.hpp, shared with decode.
 // Not for: KV caches and decoding (kv_cache.hpp), linear-cost approximations.
 #pragma once
 
@@ -17,6 +16,7 @@
 #include "attnkit/pattern.hpp"
 #include "attnkit/shape.hpp"
 #include "attnkit/tensor.hpp"
+#include "attnkit/variant.hpp"
 
 namespace attnkit {
 
@@ -28,11 +28,9 @@ enum class Kernel : uint8_t {
 Kernel parse_kernel(std::string_view name);  // "auto", "flash", "ref"; throws Error
 std::string_view kernel_name(Kernel k);
 
-struct AttendOptions {
-  Pattern pattern;                   // default: none (full attention)
-  double scale = NAN;                // NaN: 1 / sqrt(d_qk)
-  double softcap = 0;                // 0: off; else > 0
-  std::vector<double> alibi_slopes;  // empty: off; else one per query head
+// The variant's fields (scale, softcap, alibi_slopes) plus what selects keys and kernel.
+struct AttendOptions : Variant {
+  Pattern pattern;  // default: none (full attention)
   Kernel kernel = Kernel::automatic;
 };
 

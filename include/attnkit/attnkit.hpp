@@ -5,7 +5,6 @@
 // header. Not for: the library's internals (src/), which are not installed.
 #pragma once
 
-#include "attnkit/atomic_file.hpp"
 #include "attnkit/attention.hpp"
 #include "attnkit/decode.hpp"
 #include "attnkit/error.hpp"
@@ -23,4 +22,5 @@
 #include "attnkit/rope.hpp"
 #include "attnkit/shape.hpp"
 #include "attnkit/tensor.hpp"
+#include "attnkit/variant.hpp"
 #include "attnkit/version.hpp"

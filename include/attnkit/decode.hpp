@@ -7,8 +7,12 @@
 // and sees key i when
 //     i <= qi                                   (bottom-right causal)
 //     and (window == 0 or qi - i < window or i < sinks).
-// A rolling cache defaults window and sinks to its own. Scores are scale * q.k (scale
-// 0 means 1/sqrt(head_dim)), optionally soft-capped (c tanh(x / c)), then softmax.
+// `window` counts the keys a query sees including its own (Mistral's sliding_window, the
+// rolling cache's capacity): decode window W is the pattern window:W-1,0 of attend(), and
+// with sinks S the pattern window:W-1,0,sinks=S; decode equals attend() with that pattern
+// on gather()'s K / V. A rolling cache defaults window and sinks to its own. Scores are
+// mods(scale * q.k) with the Variant of variant.hpp (scale NaN: 1/sqrt(head_dim); softcap;
+// ALiBi over logical indices, |qi - i|), then softmax.
 // Queries are given before RoPE when the cache has a RoPE config: they are rotated by the
 // position their token's key uses (absolute, or the logical index with in_cache).
 //
@@ -32,6 +36,7 @@
 
 #include "attnkit/kv_cache.hpp"
 #include "attnkit/tensor.hpp"
+#include "attnkit/variant.hpp"
 
 namespace attnkit {
 
@@ -42,24 +47,24 @@ enum class DecodeKernel : uint8_t {
 std::string_view decode_kernel_name(DecodeKernel k);
 DecodeKernel parse_decode_kernel(std::string_view name);  // "auto", "generic"; throws Error
 
-struct DecodeOptions {
-  double scale = 0;     // 0: 1 / sqrt(head_dim)
-  int64_t window = 0;   // 0: no window (rolling: the cache's window)
+// The variant's fields (scale, softcap, alibi_slopes: one per query head) plus the mask.
+struct DecodeOptions : Variant {
+  int64_t window = 0;   // keys seen including the query's own; 0: no window (rolling: the cache's)
   int64_t sinks = 0;    // with a window: keys [0, sinks) stay visible (rolling: the cache's)
-  double softcap = 0;   // > 0: scores become softcap * tanh(scores / softcap)
   DecodeKernel kernel = DecodeKernel::automatic;
 };
 
 // q: [B, Hq, Nq, head_dim] (any dtype; Hq a multiple of kv_heads), seqs: B sequence ids,
 // each holding at least Nq tokens with every layer stored. out: [B, Hq, Nq, v_width]
-// (any float dtype); lse: null or [B, Hq, Nq] (natural log; -inf for a row that sees
-// nothing). Throws Error naming the argument on any mismatch.
+// (any float dtype); lse: [B, Hq, Nq] f32 (natural log; -inf for a row that sees nothing),
+// or a default-constructed view (rank 0) when not wanted, as in attend_into(). Throws
+// Error naming the argument on any mismatch.
 void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64_t> seqs, const TensorView& q,
-                      const MutTensorView& out, const DecodeOptions& opts = {}, const MutTensorView* lse = nullptr);
+                      const MutTensorView& out, const DecodeOptions& opts = {}, const MutTensorView& lse = {});
 
 // The oracle: the same semantics computed in double over gather()'s dequantised K / V.
 void decode_reference(const KvCache& cache, int64_t layer, std::span<const int64_t> seqs, const TensorView& q,
-                      const MutTensorView& out, const DecodeOptions& opts = {}, const MutTensorView* lse = nullptr);
+                      const MutTensorView& out, const DecodeOptions& opts = {}, const MutTensorView& lse = {});
 
 // Bytes of cached K / V (codes and scales) one decode call reads: what its GB/s counts.
 int64_t decode_bytes_read(const KvCache& cache, std::span<const int64_t> seqs, int64_t nq,

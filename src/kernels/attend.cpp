@@ -76,14 +76,7 @@ AttnProblem prepare_attention(const TensorView& q, const TensorView& k, const Te
   if (lse.rank() != 0) expect_dims(lse, {s.batch, s.q_heads, s.q_len}, "lse", "[B, Hq, Nq]");
   expect_no_overlap(o, "o");
   if (lse.rank() != 0) expect_no_overlap(lse, "lse");
-  check(std::isfinite(opts.softcap) && opts.softcap >= 0,
-        [&] { return fmt::format("softcap ({}) must be finite and >= 0 (0 disables it)", opts.softcap); });
-  check(opts.alibi_slopes.empty() || static_cast<int64_t>(opts.alibi_slopes.size()) == s.q_heads, [&] {
-    return fmt::format("alibi_slopes has {} entries; it must be empty or have one per query head ({})",
-                       opts.alibi_slopes.size(), s.q_heads);
-  });
-  for (double slope : opts.alibi_slopes)
-    check(std::isfinite(slope), [&] { return fmt::format("alibi slope ({}) must be finite", slope); });
+  opts.validate(s.q_heads);
   return {s, opts.pattern.bind(s.q_len, s.kv_len)};
 }
 

@@ -17,6 +17,7 @@
 #include "kernels/decode_simd.hpp"
 #include "cache/kv_rows.hpp"
 #include "kernels/flash.hpp"
+#include "kernels/online_softmax.hpp"
 
 namespace attnkit {
 namespace decode {
@@ -84,7 +85,6 @@ struct Scratch {
 
 struct Item {
   int64_t b, h, t0, t1;  // tiles [t0, t1) of sequence b, KV head h
-  int64_t part;          // split-KV partial slot, or -1: write the output directly
 };
 
 // Loads, rotates and encodes the packed query rows r = head_in_group * nq + t.
@@ -325,10 +325,24 @@ class TileStep {
   Ahead kahead_, vahead_;
 };
 
+// The additive bias of a tile's scores, bias: [rows][kTileKeys]: -inf where a row may not
+// see the key, else minus the ALiBi term slope[h] |qi - i| (0 without ALiBi).
+void fill_bias(const Plan& p, int64_t held, int64_t kv_head, const Tile& tile, float* bias) {
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const int64_t t = r % p.nq, qi = held - p.nq + t;
+    const double slope = p.alibi.empty() ? 0.0 : p.alibi[static_cast<size_t>(kv_head * p.g + r / p.nq)];
+    for (int64_t j = 0; j < tile.hi - tile.lo; ++j) {
+      const int64_t i = tile.lo + j;
+      bias[r * kTileKeys + j] =
+          p.visible(held, i, t) ? static_cast<float>(-slope * static_cast<double>(std::abs(qi - i))) : kNegInf;
+    }
+  }
+}
+
 // One work item: the online softmax over its tiles, leaving normalised rows in `o` and
-// their log-sum-exp in `lse` (o: [rows][dv] f32 with row stride dv).
+// their running max and sum in `m`, `l` (o: [rows][dv] f32 with row stride dv).
 void run_item(const KvCache& cache, const Plan& p, const Kernels& k, int64_t layer, const TensorView& q,
-              const Item& it, Scratch& w, float* o, float* lse) {
+              const Item& it, Scratch& w, float* o, float* m, float* l) {
   const KvSequence& s = *p.seqs[static_cast<size_t>(it.b)];
   const std::vector<Tile>& tiles = p.tiles[static_cast<size_t>(it.b)];
   std::fill(w.acc.begin(), w.acc.end(), 0.0f);
@@ -343,10 +357,8 @@ void run_item(const KvCache& cache, const Plan& p, const Kernels& k, int64_t lay
     const Tile& tile = tiles[static_cast<size_t>(t)];
     step.scores(tile, t + 1 < it.t1 ? &tile + 1 : nullptr);
     const float* bias = nullptr;
-    if (!p.full(s.held, tile)) {
-      for (int64_t r = 0; r < p.rows; ++r)
-        for (int64_t j = 0; j < tile.hi - tile.lo; ++j)
-          w.bias[static_cast<size_t>(r * kTileKeys + j)] = p.visible(s.held, tile.lo + j, r % p.nq) ? 0.0f : kNegInf;
+    if (!p.full(s.held, tile) || !p.alibi.empty()) {
+      fill_bias(p, s.held, it.h, tile, w.bias.data());
       bias = w.bias.data();
     }
     k.simd.softmax_tile(w.s.data(), p.rows, tile.hi - tile.lo, prm, bias, w.m.data(), w.l.data(), w.alpha.data());
@@ -354,10 +366,10 @@ void run_item(const KvCache& cache, const Plan& p, const Kernels& k, int64_t lay
     step.accumulate();
   }
   for (int64_t r = 0; r < p.rows; ++r) {
-    const float l = w.l[static_cast<size_t>(r)];
-    const float inv = l > 0 ? 1.0f / l : 0.0f;
-    for (int64_t c = 0; c < p.dv; ++c) o[r * p.dv + c] = w.acc[static_cast<size_t>(r * p.dv + c)] * inv;
-    lse[r] = l > 0 ? w.m[static_cast<size_t>(r)] + std::log(l) : kNegInf;
+    m[r] = w.m[static_cast<size_t>(r)];
+    l[r] = w.l[static_cast<size_t>(r)];
+    const softmax::Finished f = softmax::finish_row(m[r], l[r]);
+    for (int64_t c = 0; c < p.dv; ++c) o[r * p.dv + c] = w.acc[static_cast<size_t>(r * p.dv + c)] * f.inv;
   }
 }
 
@@ -365,13 +377,13 @@ void run_item(const KvCache& cache, const Plan& p, const Kernels& k, int64_t lay
 }  // namespace decode
 
 void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64_t> seqs, const TensorView& q,
-                      const MutTensorView& out, const DecodeOptions& opts, const MutTensorView* lse) {
+                      const MutTensorView& out, const DecodeOptions& opts, const MutTensorView& lse) {
   using namespace decode;
   const Plan p = make_plan(cache, layer, seqs, q, out, opts, lse);
   const KvCacheConfig& cfg = cache.config();
-  static const SimdOps simd = simd_ops();
-  static const flash::SimdOps convert = flash::simd_ops();
-  Kernels k{simd, convert, false};
+  // Chosen per call, not cached: hwy::DisableTargets (the tests' way of running every
+  // target) must take effect. Filling the tables costs a few loads.
+  Kernels k{simd_ops(), flash::simd_ops(), false};
   const bool int4 = cfg.storage == KvStorage::int4;
   const bool stored_format = cfg.storage != KvStorage::f32;  // bf16, f16, int8, int4
   k.stored = opts.kernel == DecodeKernel::automatic && stored_format && avx512_available() &&
@@ -379,7 +391,6 @@ void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64
 
   // Work items, and the split of each (sequence, KV head) along its keys.
   std::vector<Item> items;
-  int64_t parts = 0;
   const int64_t per_seq_chunks = (kMinItems + p.B * p.Hkv - 1) / std::max<int64_t>(1, p.B * p.Hkv);
   std::vector<int64_t> chunks(static_cast<size_t>(p.B));
   for (int64_t b = 0; b < p.B; ++b) {
@@ -388,12 +399,12 @@ void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64
     chunks[static_cast<size_t>(b)] = c;
     for (int64_t h = 0; h < p.Hkv; ++h)
       for (int64_t i = 0; i < c; ++i)
-        items.push_back({b, h, nt * i / c, nt * (i + 1) / c, c > 1 ? parts++ : -1});
+        items.push_back({b, h, nt * i / c, nt * (i + 1) / c});
   }
-  std::vector<float> part_o(static_cast<size_t>(std::max<int64_t>(parts, 1) * p.rows * p.dv));
-  std::vector<float> part_lse(static_cast<size_t>(std::max<int64_t>(parts, 1) * p.rows));
-  std::vector<float> direct_o(static_cast<size_t>(static_cast<int64_t>(items.size()) * p.rows * p.dv));
-  std::vector<float> direct_lse(static_cast<size_t>(static_cast<int64_t>(items.size()) * p.rows));
+  // Each item's normalised rows [rows][dv] and running max and sum [rows], merged below.
+  const size_t n_items = items.size();
+  std::vector<float> item_o(n_items * static_cast<size_t>(p.rows * p.dv));
+  std::vector<float> item_m(n_items * static_cast<size_t>(p.rows)), item_l(item_m.size());
 
   int64_t total_tiles = 0;
   for (const auto& t : p.tiles) total_tiles += static_cast<int64_t>(t.size());
@@ -402,41 +413,28 @@ void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64
   scratch.reserve(static_cast<size_t>(threads));
   for (int t = 0; t < threads; ++t) scratch.emplace_back(p);
 
-  std::exception_ptr failure;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (size_t i = 0; i < items.size(); ++i) {
-    try {
-      const Item& it = items[i];
-      float* o = it.part >= 0 ? part_o.data() + it.part * p.rows * p.dv : direct_o.data() + i * p.rows * p.dv;
-      float* l = it.part >= 0 ? part_lse.data() + it.part * p.rows : direct_lse.data() + i * p.rows;
-      run_item(cache, p, k, layer, q, it, scratch[static_cast<size_t>(omp_get_thread_num())], o, l);
-    } catch (...) {
-#pragma omp critical
-      failure = std::current_exception();
-    }
-  }
-  if (failure) std::rethrow_exception(failure);
+  const auto src_o = [&](size_t i) { return item_o.data() + i * static_cast<size_t>(p.rows * p.dv); };
+  const auto src_m = [&](size_t i) { return item_m.data() + i * static_cast<size_t>(p.rows); };
+  const auto src_l = [&](size_t i) { return item_l.data() + i * static_cast<size_t>(p.rows); };
+  softmax::for_each_item(static_cast<int64_t>(n_items), threads, [&](int64_t i, int thread) {
+    const size_t x = static_cast<size_t>(i);
+    run_item(cache, p, k, layer, q, items[x], scratch[static_cast<size_t>(thread)], src_o(x), src_m(x), src_l(x));
+  });
 
   // Merge the chunks of each (sequence, KV head) in key order, then write out / lse.
-  std::vector<float> o(static_cast<size_t>(p.rows * p.dv)), l(static_cast<size_t>(p.rows));
+  std::vector<float> o(static_cast<size_t>(p.dv));
   for (size_t i = 0; i < items.size();) {
     const Item& first = items[i];
     const int64_t c = chunks[static_cast<size_t>(first.b)];
-    const auto src_o = [&](size_t k) {
-      return items[k].part >= 0 ? part_o.data() + items[k].part * p.rows * p.dv : direct_o.data() + k * p.rows * p.dv;
-    };
-    const auto src_l = [&](size_t k) {
-      return items[k].part >= 0 ? part_lse.data() + items[k].part * p.rows : direct_lse.data() + k * p.rows;
-    };
-    std::memcpy(o.data(), src_o(i), o.size() * 4);
-    std::memcpy(l.data(), src_l(i), l.size() * 4);
-    for (int64_t k2 = 1; k2 < c; ++k2)
-      for (int64_t r = 0; r < p.rows; ++r)
-        merge_row(o.data() + r * p.dv, l[static_cast<size_t>(r)], src_o(i + k2) + r * p.dv, src_l(i + k2)[r], p.dv);
     for (int64_t r = 0; r < p.rows; ++r) {
+      float row_lse;
+      softmax::merge_chunks(
+          c, p.dv, [&](int64_t x) { return src_o(i + static_cast<size_t>(x)) + r * p.dv; },
+          [&](int64_t x) { return src_m(i + static_cast<size_t>(x))[r]; },
+          [&](int64_t x) { return src_l(i + static_cast<size_t>(x))[r]; }, o.data(), row_lse);
       const int64_t hq = first.h * p.g + r / p.nq, t = r % p.nq;
-      for (int64_t ch = 0; ch < p.dv; ++ch) out.set(o[static_cast<size_t>(r * p.dv + ch)], first.b, hq, t, ch);
-      if (lse) lse->set(l[static_cast<size_t>(r)], first.b, hq, t);
+      for (int64_t ch = 0; ch < p.dv; ++ch) out.set(o[static_cast<size_t>(ch)], first.b, hq, t, ch);
+      if (lse.rank() != 0) lse.set(row_lse, first.b, hq, t);
     }
     i += static_cast<size_t>(c);
   }

@@ -37,7 +37,7 @@ void add_tiles(int64_t lo, int64_t hi, int64_t cut, std::vector<Tile>& out) {
 }  // namespace
 
 Plan make_plan(const KvCache& cache, int64_t layer, std::span<const int64_t> seqs, const TensorView& q,
-               const MutTensorView& out, const DecodeOptions& opts, const MutTensorView* lse) {
+               const MutTensorView& out, const DecodeOptions& opts, const MutTensorView& lse) {
   const KvCacheConfig& cfg = cache.config();
   Plan p;
   check(layer >= 0 && layer < cfg.layers,
@@ -70,10 +70,10 @@ Plan make_plan(const KvCache& cache, int64_t layer, std::span<const int64_t> seq
     return fmt::format("out has shape {}, expected [{}, {}, {}, {}]", out.shape_string(), p.B, p.Hq, p.nq, p.dv);
   });
   check(out.mutable_data() != nullptr || out.numel() == 0, [] { return std::string("out has no data"); });
-  if (lse) {
-    lse->expect_rank(3, "lse");
-    check(lse->size(0) == p.B && lse->size(1) == p.Hq && lse->size(2) == p.nq, [&] {
-      return fmt::format("lse has shape {}, expected [{}, {}, {}]", lse->shape_string(), p.B, p.Hq, p.nq);
+  if (lse.rank() != 0) {
+    lse.expect_rank(3, "lse");
+    check(lse.size(0) == p.B && lse.size(1) == p.Hq && lse.size(2) == p.nq, [&] {
+      return fmt::format("lse has shape {}, expected [{}, {}, {}]", lse.shape_string(), p.B, p.Hq, p.nq);
     });
   }
   check(opts.window >= 0 && opts.sinks >= 0, [&] {
@@ -95,12 +95,10 @@ Plan make_plan(const KvCache& cache, int64_t layer, std::span<const int64_t> seq
       return fmt::format("Nq ({}) must be <= the rolling cache's max_append ({})", p.nq, cfg.max_append);
     });
   }
-  const double scale = opts.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(p.dk)) : opts.scale;
-  check(std::isfinite(scale) && scale > 0, [&] { return fmt::format("scale ({}) must be finite and > 0", scale); });
-  check(std::isfinite(opts.softcap) && opts.softcap >= 0,
-        [&] { return fmt::format("softcap ({}) must be finite and >= 0", opts.softcap); });
-  p.scale = static_cast<float>(scale);
+  opts.validate(p.Hq);
+  p.scale = static_cast<float>(opts.softmax_scale(p.dk));
   p.softcap = static_cast<float>(opts.softcap);
+  p.alibi = opts.alibi_slopes;
 
   for (int64_t b = 0; b < p.B; ++b) {
     const int64_t id = seqs[static_cast<size_t>(b)];
@@ -135,7 +133,7 @@ int64_t decode_bytes_read(const KvCache& cache, std::span<const int64_t> seqs, i
                      {static_cast<int64_t>(seqs.size()), cfg.kv_heads, nq, cfg.head_dim});
   const MutTensorView o(odata.data(), DType::f32,
                         {static_cast<int64_t>(seqs.size()), cfg.kv_heads, nq, cfg.v_width()});
-  const decode::Plan p = decode::make_plan(cache, 0, seqs, q, o, opts, nullptr);
+  const decode::Plan p = decode::make_plan(cache, 0, seqs, q, o, opts, {});
   const KvBlockLayout res = cache.residual_layout();
   int64_t bytes = 0;
   for (size_t b = 0; b < p.tiles.size(); ++b) {

@@ -19,6 +19,7 @@ struct Plan {
   int64_t B = 0, Hq = 0, Hkv = 0, g = 0, nq = 0, dk = 0, dv = 0, rows = 0;
   int64_t window = 0, sinks = 0;  // resolved (rolling defaults applied)
   float scale = 1, softcap = 0;
+  std::vector<double> alibi;  // [Hq] ALiBi slopes, or empty
   std::vector<const KvSequence*> seqs;
   std::vector<std::vector<Tile>> tiles;  // [B]
 
@@ -36,6 +37,6 @@ struct Plan {
 
 // Validates every argument (Error naming it) and builds the plan.
 Plan make_plan(const KvCache& cache, int64_t layer, std::span<const int64_t> seqs, const TensorView& q,
-               const MutTensorView& out, const DecodeOptions& opts, const MutTensorView* lse);
+               const MutTensorView& out, const DecodeOptions& opts, const MutTensorView& lse);
 
 }  // namespace attnkit::decode

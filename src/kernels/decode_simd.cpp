@@ -8,8 +8,9 @@
 #define HWY_TARGET_INCLUDE "kernels/decode_simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 
-#include <hwy/contrib/math/math-inl.h>
 #include <hwy/highway.h>
+
+#include "kernels/online_softmax-inl.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +20,7 @@
 #include "attnkit/tensor.hpp"
 
 #include "kernels/decode_simd.hpp"
+#include "kernels/online_softmax.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace attnkit::decode {
@@ -26,6 +28,7 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
+namespace sm = ::attnkit::HWY_NAMESPACE::softmax;
 
 alignas(64) static const float kZeroRow[1024] = {};
 static_assert(kMaxHeadDim <= 1024, "kZeroRow must cover a key row");
@@ -138,30 +141,6 @@ void PvF32(const float* p, int64_t rows, const float* const* vrows, int64_t n, i
 // One tile of the online softmax, per row: x = mods(scale * s) + bias, m' = max(m, max x),
 // p = exp(x - m'), alpha = exp(m - m'), l = alpha l + sum p; p overwrites s. A row with
 // nothing visible so far keeps m = -inf, p = 0, alpha = 1.
-// e^x for the shifted scores of a softmax (x <= 0, -inf, or NaN): x = n ln 2 + r with n an
-// integer and |r| <= ln 2 / 2 (ln 2 in two parts, so that r is exact enough at x near
-// -87), e^r by its Taylor series to degree 7, 2^n put in the exponent bits: relative error
-// about 2e-7 (tested). Results under the smallest normal f32 (x < -87.3) are 0. About half
-// the instructions of Highway's general Exp, which this step spent most of its time in.
-HWY_INLINE VF ExpNonPositive(DF d, VF x) {
-  const hn::RebindToSigned<DF> di;
-  const VF xc = hn::Max(x, hn::Set(d, -87.3f));
-  const VF n = hn::Round(hn::Mul(xc, hn::Set(d, 1.44269504f)));  // in [-126, 0]
-  VF r = hn::MulAdd(n, hn::Set(d, -0.693359375f), xc);
-  r = hn::MulAdd(n, hn::Set(d, 2.12194440e-4f), r);
-  VF p = hn::Set(d, 1.98412698e-4f);
-  p = hn::MulAdd(p, r, hn::Set(d, 1.38888889e-3f));
-  p = hn::MulAdd(p, r, hn::Set(d, 8.33333333e-3f));
-  p = hn::MulAdd(p, r, hn::Set(d, 4.16666667e-2f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.66666667e-1f));
-  p = hn::MulAdd(p, r, hn::Set(d, 0.5f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  const VF two_n = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, n), hn::Set(di, 127))));
-  const VF e = hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -87.3f)), hn::Mul(p, two_n));
-  return hn::IfThenElse(hn::IsNaN(x), x, e);
-}
-
 // SoftmaxTile on R <= 4 rows at once: their max and sum reductions and exponentials are
 // independent chains that overlap, where one row at a time waits on each reduction (it
 // measured slower at 4 rows x 64 keys).
@@ -172,8 +151,7 @@ HWY_INLINE void SoftmaxRows(DF d, float* s, int64_t n, const SoftmaxParams& prm,
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const VF scale = hn::Set(d, prm.scale), neg_inf = hn::Set(d, kNegInf);
   const bool cap = prm.softcap > 0;
-  const VF c = hn::Set(d, prm.softcap), inv_c2 = hn::Set(d, 2.0f / (cap ? prm.softcap : 1.0f));
-  const VF one = hn::Set(d, 1.0f), two = hn::Set(d, 2.0f);
+  const VF c = hn::Set(d, prm.softcap), two_over_c = hn::Set(d, 2.0f / (cap ? prm.softcap : 1.0f));
   VF mx[R];
   for (int r = 0; r < R; ++r) mx[r] = neg_inf;
   for (int64_t j = 0; j < n; j += N) {
@@ -181,28 +159,26 @@ HWY_INLINE void SoftmaxRows(DF d, float* s, int64_t n, const SoftmaxParams& prm,
     for (int r = 0; r < R; ++r) {
       float* x = s + r * kTileKeys + j;
       VF v = hn::Mul(hn::LoadU(d, x), scale);
-      if (cap) {  // c tanh(v / c) = c (1 - 2 / (exp(2 v / c) + 1)), saturating cleanly
-        const VF e = hn::Exp(d, hn::Min(hn::Mul(v, inv_c2), hn::Set(d, 80.0f)));
-        v = hn::Mul(c, hn::Sub(one, hn::Div(two, hn::Add(e, one))));
-      }
+      if (cap) v = sm::Softcap(d, v, c, two_over_c);
       if (bias) v = hn::Add(v, hn::LoadU(d, bias + r * kTileKeys + j));
       v = hn::IfThenElse(in, v, neg_inf);
       hn::StoreU(v, d, x);
       mx[r] = hn::Max(mx[r], v);
     }
   }
-  // A row with nothing visible so far shifts by 0 (its p are zeroed below).
+  // The online-softmax step (online_softmax-inl.h) with lanes along keys: the row's max is
+  // reduced to a scalar, so alpha is the scalar half (online_softmax.hpp).
   VF shift[R], sum[R];
   float m_new[R];
   for (int r = 0; r < R; ++r) {
     m_new[r] = std::max(m[r], hn::GetLane(hn::MaxOfLanes(d, mx[r])));
-    shift[r] = hn::Set(d, m_new[r] == kNegInf ? 0.0f : m_new[r]);
+    shift[r] = hn::Set(d, softmax::shift_of(m_new[r]));
     sum[r] = hn::Zero(d);
   }
   for (int64_t j = 0; j < n; j += N)
     for (int r = 0; r < R; ++r) {
       float* x = s + r * kTileKeys + j;
-      const VF p = ExpNonPositive(d, hn::Sub(hn::LoadU(d, x), shift[r]));  // exp(-inf) = 0
+      const VF p = sm::Prob(d, hn::LoadU(d, x), shift[r]);
       hn::StoreU(p, d, x);
       sum[r] = hn::Add(sum[r], p);
     }
@@ -212,9 +188,7 @@ HWY_INLINE void SoftmaxRows(DF d, float* s, int64_t n, const SoftmaxParams& prm,
       alpha[r] = 1;
       continue;
     }
-    // Past the first tiles the running max rarely moves: no exponential then (alpha = 1
-    // also lets RescaleRows skip the row).
-    alpha[r] = m[r] == m_new[r] ? 1.0f : m[r] == kNegInf ? 0.0f : std::exp(m[r] - m_new[r]);
+    alpha[r] = softmax::alpha_of(m[r], m_new[r]);  // 1 lets RescaleRows skip the row
     l[r] = l[r] * alpha[r] + hn::GetLane(hn::SumOfLanes(d, sum[r]));
     m[r] = m_new[r];
   }

@@ -18,12 +18,13 @@
 
 #include "attnkit/merge.hpp"
 #include "kernels/flash.hpp"
+#include "kernels/online_softmax.hpp"
 
 namespace attnkit::flash {
 
 namespace {
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+using softmax::kNegInf;
 
 struct Plan {
   AttnShape s;
@@ -50,7 +51,9 @@ struct WorkItem {
 struct Workspace {
   hwy::AlignedFreeUniquePtr<float[]> qt, st, ot, m, l, alpha, k_rows, v_rows, pos_rel, slopes;
   hwy::AlignedFreeUniquePtr<float[]> lo_aligned, hi_aligned;  // mask levels, grown on demand
-  hwy::AlignedFreeUniquePtr<uint16_t[]> qt2, pv_pairs;            // native bf16 path
+  hwy::AlignedFreeUniquePtr<uint16_t[]> qt2, pv_pairs, v16;       // native bf16 path
+  hwy::AlignedFreeUniquePtr<float[]> v_clean;  // a V tile without its non-finite rows
+  std::vector<int64_t> bad_keys;               // keys of a Partial tile with inf / NaN in V
   int64_t mask_capacity = 0;
   std::vector<int64_t> pos;  // absolute query position per packed row (int64: exact at any length)
   std::vector<TileRef> tile_row;
@@ -77,9 +80,11 @@ struct Workspace {
     v_rows = alloc<float>(kBlockKeys * s.d_v);
     pos_rel = alloc<float>(p.rp);
     slopes = alloc<float>(p.rp);
+    v_clean = alloc<float>(kBlockKeys * s.d_v);
     if (p.bf16.available) {
       qt2 = alloc<uint16_t>((s.d_qk + 1) / 2 * 2 * p.rp);
       pv_pairs = alloc<uint16_t>(kBlockKeys * (p.rp + s.d_v + 1));
+      v16 = alloc<uint16_t>(kBlockKeys * s.d_v);
     }
     pos.resize(static_cast<size_t>(p.rp));
     row_keys.resize(static_cast<size_t>(p.bm));
@@ -120,6 +125,58 @@ const float* rows_f32(const SimdOps& ops, const TensorView& t, int64_t b, int64_
 
 const uint16_t* bf16_rows(const TensorView& t, int64_t b, int64_t hk, int64_t j0) {
   return static_cast<const uint16_t*>(t.data()) + t.offset(b, hk, j0, 0);
+}
+
+// NaN and inf in V at keys a row may not see. Such a key gets P = 0 in that row, and
+// 0 * NaN = NaN would poison the row, against the rule that NaN reaches only the rows that
+// see it. So on Partial tiles (the only ones with hidden keys) the keys whose V row is not
+// finite are listed, kept out of the tile's product, and added back to the rows that see
+// them. The scan reads one tile of V per Partial tile: a few percent of that tile's FMAs.
+void nonfinite_rows(const TensorView& t, int64_t b, int64_t hk, int64_t j0, int64_t width, std::vector<int64_t>& out) {
+  out.clear();
+  const int64_t dim = t.size(3);
+  for (int64_t j = 0; j < width; ++j) {
+    const int64_t off = t.offset(b, hk, j0 + j, 0);
+    bool bad = false;
+    if (t.stride(3) == 1 && (t.dtype() == DType::bf16 || t.dtype() == DType::f16)) {
+      const auto* x = static_cast<const uint16_t*>(t.data()) + off;
+      const uint16_t e = t.dtype() == DType::bf16 ? 0x7F80 : 0x7C00;  // all-ones exponent
+      for (int64_t c = 0; c < dim; ++c) bad |= (x[c] & e) == e;
+    } else if (t.stride(3) == 1 && t.dtype() == DType::f32) {
+      const auto* x = static_cast<const float*>(t.data()) + off;
+      for (int64_t c = 0; c < dim; ++c) bad |= !(std::fabs(x[c]) <= std::numeric_limits<float>::max());
+    } else {
+      for (int64_t c = 0; c < dim; ++c) bad |= !std::isfinite(t.load(off + c * t.stride(3)));
+    }
+    if (bad) out.push_back(j);
+  }
+}
+
+// A copy of `width` rows of `dim` values (row stride `stride`) into `scratch` with the rows
+// in `bad` zeroed; stride becomes dim.
+template <class T>
+const T* without_rows(const T* rows, int64_t& stride, int64_t width, int64_t dim, const std::vector<int64_t>& bad,
+                      T* scratch) {
+  for (int64_t j = 0; j < width; ++j) std::copy(rows + j * stride, rows + j * stride + dim, scratch + j * dim);
+  for (int64_t j : bad) std::fill(scratch + j * dim, scratch + (j + 1) * dim, T{0});
+  stride = dim;
+  return scratch;
+}
+
+// Ot[c][r] += P[j][r] V[j][c] for the listed keys j, in the rows whose mask admits j.
+void add_bad_keys(const Plan& p, const TensorView& v, const WorkItem& it, int64_t k0, const TileMask& mask,
+                  Workspace& w) {
+  for (int64_t j : w.bad_keys) {
+    const float jf = static_cast<float>(j);
+    const int64_t off = v.offset(it.b, it.hk, k0 + j, 0);
+    for (int64_t r = 0; r < p.rows; ++r) {
+      bool seen = false;
+      for (int64_t t = 0; t < mask.levels; ++t) seen |= jf >= mask.lo[t * p.rp + r] && jf < mask.hi[t * p.rp + r];
+      if (!seen) continue;
+      const float pr = w.st[j * p.rp + r];
+      for (int64_t c = 0; c < p.s.d_v; ++c) w.ot[c * p.rp + r] += pr * static_cast<float>(v.load(off + c * v.stride(3)));
+    }
+  }
 }
 
 // Fills the mask levels of a Partial tile: for each query position of the tile, the key
@@ -241,14 +298,24 @@ void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const Tens
       for (int64_t r = 0; r < p.rp; ++r) w.pos_rel[r] = static_cast<float>(w.pos[r] - k0);
       ops.apply_mods(w.st.get(), p.rp, width, mods);  // softcap, ALiBi
     }
-    if (t.cls == TileClass::Partial) ops.apply_mask(w.st.get(), p.rp, width, build_mask(p, w, q0, k0, width));
+    TileMask mask{};
+    if (t.cls == TileClass::Partial) {
+      mask = build_mask(p, w, q0, k0, width);
+      ops.apply_mask(w.st.get(), p.rp, width, mask);
+      nonfinite_rows(v, it.b, it.hk, k0, width, w.bad_keys);
+    }
     ops.online_softmax(w.st.get(), p.rp, width, w.m.get(), w.l.get(), w.alpha.get());  // S -> P; m, l
+    const bool guard = t.cls == TileClass::Partial && !w.bad_keys.empty();
     if (p.bf16.available) {  // O = alpha O + V^T P
-      p.bf16.accumulate(w.ot.get(), p.rp, s.d_v, w.alpha.get(), w.st.get(), bf16_rows(v, it.b, it.hk, k0), v.stride(2),
-                        width, w.pv_pairs.get());
+      const uint16_t* vrows = bf16_rows(v, it.b, it.hk, k0);
+      int64_t vstride = v.stride(2);
+      if (guard) vrows = without_rows(vrows, vstride, width, s.d_v, w.bad_keys, w.v16.get());
+      p.bf16.accumulate(w.ot.get(), p.rp, s.d_v, w.alpha.get(), w.st.get(), vrows, vstride, width, w.pv_pairs.get());
     } else {
+      if (guard) kv.v = without_rows(kv.v, kv.v_stride, width, s.d_v, w.bad_keys, w.v_clean.get());
       ops.accumulate(w.ot.get(), p.rp, s.d_v, w.alpha.get(), w.st.get(), kv);
     }
+    if (guard) add_bad_keys(p, v, it, k0, mask, w);
   }
 }
 
@@ -258,11 +325,8 @@ void finish_rows(const Plan& p, const WorkItem& it, const Workspace& w, Emit&& e
   for (int64_t r = 0; r < p.rows; ++r) {
     int64_t h, i;
     if (!row_of(p, it, r, h, i)) continue;
-    const float l = w.l[r];
-    const bool empty = l == 0.0f;
-    const float inv = empty ? 0.0f : 1.0f / l;
-    const float row_lse = empty ? kNegInf : w.m[r] + std::log(l);
-    emit(r, h, i, inv, row_lse);
+    const softmax::Finished f = softmax::finish_row(w.m[r], w.l[r]);
+    emit(r, h, i, f.inv, f.lse);
   }
 }
 
@@ -318,76 +382,56 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
     return items[a].last - items[a].first > items[b].last - items[b].first;
   });
 
-  // Split-KV partials: normalised O [item][rows][Dv] and LSE [item][rows].
-  std::vector<float> part_o, part_lse;
+  // Split-KV partials: normalised O [item][rows][Dv], running max and sum [item][rows].
+  std::vector<float> part_o, part_m, part_l;
   if (p.splits > 1) {
     part_o.resize(items.size() * static_cast<size_t>(p.rows * s.d_v));
-    part_lse.resize(items.size() * static_cast<size_t>(p.rows));
+    part_m.resize(items.size() * static_cast<size_t>(p.rows));
+    part_l.resize(items.size() * static_cast<size_t>(p.rows));
   }
 
-  // Workspaces are allocated before the parallel region, and exceptions inside it are
-  // carried out of it: an exception escaping an OpenMP region terminates the process.
-  std::vector<std::unique_ptr<Workspace>> spaces;
-  for (int t = 0; t < omp_get_max_threads(); ++t) spaces.push_back(std::make_unique<Workspace>(p));
-  std::exception_ptr failure;
-  bool failure_flag = false;
-  // Tiny calls (a few tile steps) run on the calling thread: waking a team costs more.
+  // Workspaces are allocated before the parallel region; tiny calls (a few tile steps)
+  // run on the calling thread: waking a team costs more.
   int64_t steps = 0;
   for (const WorkItem& it : items) steps += it.last - it.first;
-  const bool parallel = steps * p.rp >= 16 * 64;
-#pragma omp parallel if (parallel)
-  {
-    Workspace& w = *spaces[static_cast<size_t>(omp_get_thread_num())];
-#pragma omp for schedule(dynamic, 1)
-    for (size_t n = 0; n < order.size(); ++n) {
-      bool failed;
-#pragma omp atomic read
-      failed = failure_flag;
-      if (failed) continue;
-      try {
-        const size_t idx = order[n];
-        const WorkItem& it = items[idx];
-        run_item(p, ops, q, k, v, opts, it, w);
-        if (p.splits == 1) {
-          finish_rows(p, it, w, [&](int64_t r, int64_t h, int64_t i, float inv, float row_lse) {
-            write_row(p, w, o, r, it.b, h, i, inv);
-            if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
-          });
-        } else {
-          float* po = part_o.data() + idx * static_cast<size_t>(p.rows * s.d_v);
-          float* pl = part_lse.data() + idx * static_cast<size_t>(p.rows);
-          std::fill(pl, pl + p.rows, kNegInf);
-          finish_rows(p, it, w, [&](int64_t r, int64_t, int64_t, float inv, float row_lse) {
-            for (int64_t c = 0; c < s.d_v; ++c) po[r * s.d_v + c] = w.ot[c * p.rp + r] * inv;
-            pl[r] = row_lse;
-          });
-        }
-      } catch (...) {
-#pragma omp critical(attnkit_flash_failure)
-        if (!failure) failure = std::current_exception();
-#pragma omp atomic write
-        failure_flag = true;
-      }
+  const int threads = steps * p.rp >= 16 * 64 ? omp_get_max_threads() : 1;
+  std::vector<std::unique_ptr<Workspace>> spaces;
+  for (int t = 0; t < threads; ++t) spaces.push_back(std::make_unique<Workspace>(p));
+  softmax::for_each_item(static_cast<int64_t>(order.size()), threads, [&](int64_t n, int thread) {
+    Workspace& w = *spaces[static_cast<size_t>(thread)];
+    const size_t idx = order[static_cast<size_t>(n)];
+    const WorkItem& it = items[idx];
+    run_item(p, ops, q, k, v, opts, it, w);
+    if (p.splits == 1) {
+      finish_rows(p, it, w, [&](int64_t r, int64_t h, int64_t i, float inv, float row_lse) {
+        write_row(p, w, o, r, it.b, h, i, inv);
+        if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
+      });
+    } else {
+      float* po = part_o.data() + idx * static_cast<size_t>(p.rows * s.d_v);
+      std::copy(w.m.get(), w.m.get() + p.rows, part_m.begin() + static_cast<ptrdiff_t>(idx * size_t(p.rows)));
+      std::copy(w.l.get(), w.l.get() + p.rows, part_l.begin() + static_cast<ptrdiff_t>(idx * size_t(p.rows)));
+      finish_rows(p, it, w, [&](int64_t r, int64_t, int64_t, float inv, float) {
+        for (int64_t c = 0; c < s.d_v; ++c) po[r * s.d_v + c] = w.ot[c * p.rp + r] * inv;
+      });
     }
-  }
-  if (failure) std::rethrow_exception(failure);
+  });
   if (p.splits == 1) return;
 
-  // Merge each item's chunks in chunk order (fixed, so the result does not depend on
-  // which thread ran which chunk).
+  // Merge each item's chunks (consecutive items) in chunk order.
   std::vector<float> acc(static_cast<size_t>(s.d_v));
+  const auto rows_of = [&](size_t idx) { return idx * static_cast<size_t>(p.rows); };
   for (size_t first = 0; first < items.size(); first += static_cast<size_t>(p.splits)) {
     const WorkItem& it = items[first];
     for (int64_t r = 0; r < p.rows; ++r) {
       int64_t h, i;
       if (!row_of(p, it, r, h, i)) continue;
-      float row_lse = kNegInf;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t c = 0; c < p.splits; ++c) {
-        const size_t idx = first + static_cast<size_t>(c);
-        merge_row(acc.data(), row_lse, part_o.data() + idx * static_cast<size_t>(p.rows * s.d_v) + r * s.d_v,
-                  part_lse[idx * static_cast<size_t>(p.rows) + static_cast<size_t>(r)], s.d_v);
-      }
+      float row_lse;
+      softmax::merge_chunks(
+          p.splits, s.d_v,
+          [&](int64_t c) { return part_o.data() + (rows_of(first + size_t(c)) + size_t(r)) * size_t(s.d_v); },
+          [&](int64_t c) { return part_m[rows_of(first + size_t(c)) + size_t(r)]; },
+          [&](int64_t c) { return part_l[rows_of(first + size_t(c)) + size_t(r)]; }, acc.data(), row_lse);
       for (int64_t c = 0; c < s.d_v; ++c) o.set(acc[static_cast<size_t>(c)], it.b, h, i, c);
       if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
     }

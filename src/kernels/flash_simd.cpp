@@ -14,6 +14,8 @@
 
 #include <hwy/highway.h>
 
+#include "kernels/online_softmax-inl.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -27,6 +29,7 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
+namespace sm = ::attnkit::HWY_NAMESPACE::softmax;
 
 // A row of zeros that stands in for key rows past the end of a tile.
 alignas(64) static const float kZeroRow[1024] = {};
@@ -35,32 +38,6 @@ static_assert(kBlockKeys % 4 == 0, "scores() and accumulate() block keys by 4");
 
 int64_t Lanes() { return static_cast<int64_t>(hn::Lanes(DF())); }
 const char* Target() { return hwy::TargetName(HWY_TARGET); }
-
-// 2^x, with 2^-inf = 0 exactly (masked scores must contribute nothing), x >= 127 giving
-// 2^127 (finite: softcap's tanh only needs "huge"; softmax exponents are <= 0), and NaN
-// kept NaN (a NaN input poisons its row, as in a plain softmax).
-// x = n + f with n = round(x), |f| <= 1/2; 2^f = e^(f ln 2) by a degree-7 Taylor
-// polynomial (relative error < 6e-9 on |f ln 2| <= 0.347), 2^n by building the exponent.
-HWY_INLINE VF Exp2(DF d, VF x) {
-  const VF below = hn::Set(d, -126.0f), above = hn::Set(d, 127.0f);
-  const auto underflow = x < below;
-  // Not Max/Min: NaN must stay NaN. Without the upper clamp, n + 127 would overflow the
-  // exponent field into the sign bit.
-  x = hn::IfThenElse(underflow, below, hn::IfThenElse(x > above, above, x));
-  const VF n = hn::Round(x);
-  const VF t = hn::Mul(hn::Sub(x, n), hn::Set(d, 0.6931471805599453f));
-  VF p = hn::Set(d, 1.0f / 5040);
-  p = hn::MulAdd(p, t, hn::Set(d, 1.0f / 720));
-  p = hn::MulAdd(p, t, hn::Set(d, 1.0f / 120));
-  p = hn::MulAdd(p, t, hn::Set(d, 1.0f / 24));
-  p = hn::MulAdd(p, t, hn::Set(d, 1.0f / 6));
-  p = hn::MulAdd(p, t, hn::Set(d, 0.5f));
-  p = hn::MulAdd(p, t, hn::Set(d, 1.0f));
-  p = hn::MulAdd(p, t, hn::Set(d, 1.0f));
-  const hn::RebindToSigned<DF> di;
-  const auto bits = hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, n), hn::Set(di, 127)));
-  return hn::IfThenZeroElse(underflow, hn::Mul(p, hn::BitCast(d, bits)));
-}
 
 // St rows j0 .. j0+RK-1, query-row vectors r0 .. r0+CV-1.
 template <int RK, int CV>
@@ -99,17 +76,12 @@ void Scores(const float* qt, int64_t rp, int64_t dqk, const KvRows& kv, float* s
 void ApplyMods(float* st, int64_t rp, int64_t width, const ScoreMods& mods) {
   const DF d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  const VF two_log2e_over_c = hn::Set(d, 2.0f * 1.4426950408889634f / (mods.softcap > 0 ? mods.softcap : 1.0f));
+  const VF cap = hn::Set(d, mods.softcap), two_over_c = hn::Set(d, 2.0f / (mods.softcap > 0 ? mods.softcap : 1.0f));
   for (int64_t j = 0; j < width; ++j) {
     const VF jv = hn::Set(d, static_cast<float>(j));
     for (int64_t r = 0; r < rp; r += N) {
       VF s = hn::Load(d, st + j * rp + r);
-      if (mods.softcap > 0) {
-        // c tanh(s / c) = c (1 - 2 / (e^(2s/c) + 1)), with e^(2s/c) = 2^(2 s log2 e / c).
-        const VF e = Exp2(d, hn::Mul(s, two_log2e_over_c));
-        const VF th = hn::Sub(hn::Set(d, 1.0f), hn::Div(hn::Set(d, 2.0f), hn::Add(e, hn::Set(d, 1.0f))));
-        s = hn::Mul(hn::Set(d, mods.softcap), th);
-      }
+      if (mods.softcap > 0) s = sm::Softcap(d, s, cap, two_over_c);
       if (mods.alibi) {
         const VF dist = hn::Abs(hn::Sub(hn::Load(d, mods.pos + r), jv));
         s = hn::NegMulAdd(hn::Load(d, mods.alibi + r), dist, s);
@@ -134,29 +106,23 @@ void ApplyMask(float* st, int64_t rp, int64_t width, const TileMask& mask) {
   }
 }
 
-// Scores stay in natural units; exponents are taken as 2^((s - m) log2 e) with one FMA,
-// whose only roundings are of m log2 e (the same for the whole row, so it cancels in P)
-// and the final one. Pre-scaling Q by log2 e instead rounds every large score and failed
-// the tolerance rule on some rows.
+// The online-softmax step (online_softmax-inl.h) with lanes along query rows: the max and
+// the sum run element-wise down the tile's key rows.
 void OnlineSoftmax(float* st, int64_t rp, int64_t width, float* m, float* l, float* alpha) {
   const DF d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  const VF ninf = hn::Set(d, -HUGE_VALF);
-  const VF log2e = hn::Set(d, 1.4426950408889634f);
   for (int64_t r = 0; r < rp; r += N) {
     const VF m_old = hn::Load(d, m + r);
     VF m_new = m_old;
     for (int64_t j = 0; j < width; ++j) m_new = hn::Max(m_new, hn::Load(d, st + j * rp + r));
-    // A row that has seen no allowed key keeps m = -inf; shifting by 0 instead keeps
-    // 2^(-inf - m) = 0 rather than NaN.
-    const VF shift = hn::Mul(hn::IfThenZeroElse(m_new == ninf, m_new), log2e);
+    const VF shift = sm::Shift(d, m_new);
     VF sum = hn::Zero(d);
     for (int64_t j = 0; j < width; ++j) {
-      const VF p = Exp2(d, hn::MulSub(hn::Load(d, st + j * rp + r), log2e, shift));
+      const VF p = sm::Prob(d, hn::Load(d, st + j * rp + r), shift);
       hn::Store(p, d, st + j * rp + r);
       sum = hn::Add(sum, p);
     }
-    const VF a = Exp2(d, hn::MulSub(m_old, log2e, shift));
+    const VF a = sm::Alpha(d, m_old, shift);
     hn::Store(a, d, alpha + r);
     hn::Store(hn::MulAdd(a, hn::Load(d, l + r), sum), d, l + r);
     hn::Store(m_new, d, m + r);

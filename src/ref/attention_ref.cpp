@@ -36,12 +36,7 @@ struct RowRef {
       Acc dot = 0;
       for (int64_t c = 0; c < s.d_qk; ++c) dot += static_cast<Acc>(q.get(b, h, i, c)) * static_cast<Acc>(k.get(b, hk, j, c));
       Acc sc = static_cast<Acc>(round(static_cast<Acc>(round(dot)) * scale));
-      if (opts.softcap > 0) {
-        const Acc cap = static_cast<Acc>(opts.softcap);
-        sc = static_cast<Acc>(round(cap * std::tanh(sc / cap)));
-      }
-      if (!opts.alibi_slopes.empty())
-        sc = static_cast<Acc>(round(sc - static_cast<Acc>(opts.alibi_slopes[h]) * static_cast<Acc>(std::abs(pos - j))));
+      if (opts.has_mods()) sc = static_cast<Acc>(round(opts.apply(static_cast<double>(sc), h, pos, j)));
       has_nan |= std::isnan(sc);
       m = std::max(m, sc);
       keys.push_back(j);

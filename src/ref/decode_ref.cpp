@@ -12,7 +12,7 @@
 namespace attnkit {
 
 void decode_reference(const KvCache& cache, int64_t layer, std::span<const int64_t> seqs, const TensorView& q,
-                      const MutTensorView& out, const DecodeOptions& opts, const MutTensorView* lse) {
+                      const MutTensorView& out, const DecodeOptions& opts, const MutTensorView& lse) {
   const decode::Plan p = decode::make_plan(cache, layer, seqs, q, out, opts, lse);
   const KvCacheConfig& cfg = cache.config();
   for (int64_t b = 0; b < p.B; ++b) {
@@ -43,8 +43,7 @@ void decode_reference(const KvCache& cache, int64_t layer, std::span<const int64
           if (p.visible(n, i, t)) {
             double dot = 0;
             for (int64_t c = 0; c < p.dk; ++c) dot += qd[(h * p.nq + t) * p.dk + c] * kd[(kh * n + i) * p.dk + c];
-            x = dot * static_cast<double>(p.scale);
-            if (p.softcap > 0) x = p.softcap * std::tanh(x / p.softcap);
+            x = opts.apply(dot * static_cast<double>(p.scale), h, n - p.nq + t, i);
           }
           sc[static_cast<size_t>(i)] = x;
           mx = std::max(mx, x);
@@ -60,7 +59,7 @@ void decode_reference(const KvCache& cache, int64_t layer, std::span<const int64
           for (int64_t i = 0; i < n; ++i) o += sc[static_cast<size_t>(i)] * vd[(kh * n + i) * p.dv + c];
           out.set(sum > 0 ? o / sum : 0.0, b, h, t, c);
         }
-        if (lse) lse->set(sum > 0 ? mx + std::log(sum) : -std::numeric_limits<double>::infinity(), b, h, t);
+        if (lse.rank() != 0) lse.set(sum > 0 ? mx + std::log(sum) : -std::numeric_limits<double>::infinity(), b, h, t);
       }
     }
   }

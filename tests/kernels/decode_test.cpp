@@ -90,9 +90,9 @@ Result run(const Filled& f, const Case& k, const Tensor& q, bool reference, Deco
   o.sinks = sinks;
   MutTensorView lse = r.lse.mut();
   if (reference)
-    decode_reference(f.cache, 1, f.seqs, q.view(), r.out.mut(), o, &lse);
+    decode_reference(f.cache, 1, f.seqs, q.view(), r.out.mut(), o, lse);
   else
-    decode_attention(f.cache, 1, f.seqs, q.view(), r.out.mut(), o, &lse);
+    decode_attention(f.cache, 1, f.seqs, q.view(), r.out.mut(), o, lse);
   return r;
 }
 

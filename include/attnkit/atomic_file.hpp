@@ -35,14 +35,16 @@ void check_output_path(const std::string& path, std::string_view label);
 
 // One output of a command, named by the option that gave it.
 struct OutputPath {
-  std::string path;  // empty: the option was not given, nothing to check
-  std::string flag;  // "--out", "--lse", "--png", "--json"
+  std::string path;        // empty: the option was not given, nothing to check
+  std::string flag;        // "--out", "--lse", "--png", "--json"
+  bool stdout_ok = false;  // "-" means standard output (--json); elsewhere "-" is refused
 };
 
 // check_output_path for each given output, and no two outputs naming the same file: the
 // same existing file (device and inode, so links and ./ spellings are caught) or, for files
 // still to be created, the same name in the same folder. Throws Error naming both flags.
-// "-" (standard output) is skipped.
+// "-" is skipped where it means standard output and refused elsewhere (write ./- for a
+// file of that name).
 void check_outputs(std::span<const OutputPath> outputs);
 
 // A new file that replaces `path` on commit(). The constructor creates the temporary file

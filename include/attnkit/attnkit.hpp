@@ -5,6 +5,7 @@
 // header. Not for: the library's internals (src/), which are not installed.
 #pragma once
 
+#include "attnkit/atomic_file.hpp"
 #include "attnkit/attention.hpp"
 #include "attnkit/decode.hpp"
 #include "attnkit/error.hpp"

@@ -150,7 +150,11 @@ void check_output_path(const std::string& path, std::string_view label) {
 void check_outputs(std::span<const OutputPath> outputs) {
   std::vector<std::pair<const OutputPath*, std::string>> seen;
   for (const OutputPath& o : outputs) {
-    if (o.path.empty() || o.path == "-") continue;
+    if (o.path.empty() || (o.path == "-" && o.stdout_ok)) continue;
+    check(o.path != "-", [&] {
+      return fmt::format("{}: '-' (standard output) is not accepted here; give a file path (./- for a file named '-')",
+                         o.flag);
+    });
     const std::string label = fmt::format("{} ({})", o.flag, shown_path(o.path));
     check_output_path(o.path, label);
     const std::string id = identity(o.path);

@@ -216,8 +216,11 @@ TEST_F(AtomicFileTest, OutputsNamingOneFileAreCaught) {
     EXPECT_NE(msg.find("name the same file"), std::string::npos) << msg;
   }
   const std::vector<OutputPath> distinct = {
-      {path("o.npy"), "--out"}, {path("lse.npy"), "--lse"}, {"", "--png"}, {"-", "--json"}};
+      {path("o.npy"), "--out"}, {path("lse.npy"), "--lse"}, {"", "--png"}, {"-", "--json", true}};
   EXPECT_NO_THROW(check_outputs(distinct));
+  const std::vector<OutputPath> dash = {{"-", "--out"}};
+  EXPECT_NE(error_of([&] { check_outputs(dash); }).find("--out: '-' (standard output) is not accepted"),
+            std::string::npos);
   EXPECT_EQ(slurp(path("o.npy")), "old");
   EXPECT_FALSE(fs::exists(path("new.npy")));
   EXPECT_FALSE(fs::exists(path("lse.npy")));

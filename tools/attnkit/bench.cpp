@@ -324,7 +324,7 @@ nlohmann::json run_prefill(const BenchArgs& a, const Checked& k) {
 
 int run(const BenchArgs& a) {
   apply_threads(a.threads);
-  const std::vector<OutputPath> outputs = {{a.json.target(), "--json"}};
+  const std::vector<OutputPath> outputs = {{a.json.target(), "--json", true}};
   check_outputs(outputs);
   nlohmann::json records;
   std::FILE* json_stream = stdout;

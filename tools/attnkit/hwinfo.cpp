@@ -49,7 +49,7 @@ nlohmann::json to_json(const HwInfo& h) {
 
 int run(const HwinfoArgs& a) {
   check(a.budget > 0 && a.budget <= 60, [&] { return fmt::format("--budget ({}) must be in (0, 60] seconds", a.budget); });
-  const std::vector<OutputPath> outputs = {{a.json.to_stdout() ? "" : a.json.target(), "--json"}};
+  const std::vector<OutputPath> outputs = {{a.json.target(), "--json", true}};
   check_outputs(outputs);
   HwOptions o;
   o.threads = a.threads;

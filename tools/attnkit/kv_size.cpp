@@ -213,7 +213,7 @@ KvConfig build_config(const Options& o, const CLI::App& sub) {
 }
 
 int run(const Options& o, const CLI::App& sub) {
-  const std::vector<OutputPath> outputs = {{o.json.to_stdout() ? "" : o.json.target(), "--json"}};
+  const std::vector<OutputPath> outputs = {{o.json.target(), "--json", true}};
   check_outputs(outputs);
   if (o.list) {
     print_presets(o.json);

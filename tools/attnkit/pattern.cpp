@@ -187,7 +187,7 @@ int run(Args& a) {
     return fmt::format("--ascii: the pattern is {} x {}; the ASCII picture is limited to {} x {} (use --png FILE)",
                        a.n, a.kv_n, kMaxAsciiSide, kMaxAsciiSide);
   });
-  const std::vector<OutputPath> outputs = {{a.png, "--png"}, {a.json.to_stdout() ? "" : a.json.target(), "--json"}};
+  const std::vector<OutputPath> outputs = {{a.png, "--png"}, {a.json.target(), "--json", true}};
   check_outputs(outputs);
 
   const BoundPattern b = pattern.bind(a.n, a.kv_n);

@@ -24,7 +24,7 @@ struct Options {
 
 int run(const Options& o) {
   const ReceptiveField rf = receptive_field(o.layers, o.window, o.dilation);
-  const std::vector<OutputPath> outputs = {{o.json.to_stdout() ? "" : o.json.target(), "--json"}};
+  const std::vector<OutputPath> outputs = {{o.json.target(), "--json", true}};
   check_outputs(outputs);
   if (o.json.given()) {
     nlohmann::json reach = nlohmann::json::array();

@@ -1,5 +1,5 @@
 // attnkit/attnkit.hpp — the umbrella header: every public header of the library, so one
-// include gives the whole API (attend() and its variant, patterns, tensors, KV caches and
+// include gives the whole API (attend(), its backward and its variant, patterns, tensors, KV caches and
 // decoding, sizes, RoPE, .npy files and atomic writes, version macros). Including only the
 // headers you use compiles faster; tests/install checks that this list names every public
 // header. Not for: the library's internals (src/), which are not installed.
@@ -7,6 +7,7 @@
 
 #include "attnkit/atomic_file.hpp"
 #include "attnkit/attention.hpp"
+#include "attnkit/backward.hpp"
 #include "attnkit/decode.hpp"
 #include "attnkit/error.hpp"
 #include "attnkit/flops.hpp"

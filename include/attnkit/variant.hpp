@@ -7,7 +7,10 @@
 //     softcap  c > 0:   s = c * tanh(s / c)                (Gemma 2, Grok)
 //     ALiBi    slopes:  s = s - slope[h] * |p - j|         (Press et al.)
 // then the softmax over the keys the pattern allows. Each modifier defaults to the
-// identity, and the order is FlashAttention 2's. Positions: p is the query's bottom-right
+// identity, and the order is FlashAttention 2's. A learned sink logit z[h] (gpt-oss) adds
+// one virtual key of score z[h] and value 0 to every row of head h: the softmax's sum gains
+// e^z[h], so O shrinks by the probability the row gives the sink and LSE = log(sum_j e^s_j
+// + e^z[h]); a row that sees no key then has O = 0 and LSE = z[h]. Positions: p is the query's bottom-right
 // aligned position (q + kv_len - q_len), j the key's index; in decode both are the cache's
 // logical indices (the index of the key in what KvCache::gather returns).
 //
@@ -28,9 +31,11 @@ struct Variant {
   double scale = NAN;                // NaN: 1 / sqrt(d_qk); else finite
   double softcap = 0;                // 0: off; else finite and > 0
   std::vector<double> alibi_slopes;  // empty: off; else one finite slope per query head
+  std::vector<double> sink_logits;   // empty: off; else one finite logit per query head
 
   double softmax_scale(int64_t d_qk) const { return std::isnan(scale) ? 1.0 / std::sqrt(double(d_qk)) : scale; }
   bool has_mods() const { return softcap > 0 || !alibi_slopes.empty(); }
+  bool has_sinks() const { return !sink_logits.empty(); }
 
   // mods() of a scaled score s for head h, query position p and key position j: the
   // definition the references and the tests use.
@@ -50,8 +55,8 @@ struct Variant {
     return 1.0 - t * t;
   }
 
-  // Throws Error naming the field: scale NaN or finite, softcap finite >= 0, and slopes
-  // empty or one finite value per query head.
+  // Throws Error naming the field: scale NaN or finite, softcap finite >= 0, and slopes and
+  // sink logits each empty or one finite value per query head.
   void validate(int64_t q_heads) const;
 };
 

@@ -12,12 +12,15 @@ void Variant::validate(int64_t q_heads) const {
         [&] { return fmt::format("scale ({}) must be finite (or NaN for 1/sqrt(d_qk))", scale); });
   check(std::isfinite(softcap) && softcap >= 0,
         [&] { return fmt::format("softcap ({}) must be finite and >= 0 (0 disables it)", softcap); });
-  check(alibi_slopes.empty() || static_cast<int64_t>(alibi_slopes.size()) == q_heads, [&] {
-    return fmt::format("alibi_slopes has {} entries; it must be empty or have one per query head ({})",
-                       alibi_slopes.size(), q_heads);
-  });
-  for (double slope : alibi_slopes)
-    check(std::isfinite(slope), [&] { return fmt::format("alibi slope ({}) must be finite", slope); });
+  const auto per_head = [&](const std::vector<double>& values, const char* name, const char* one) {
+    check(values.empty() || static_cast<int64_t>(values.size()) == q_heads, [&] {
+      return fmt::format("{} has {} entries; it must be empty or have one per query head ({})", name, values.size(),
+                         q_heads);
+    });
+    for (double x : values) check(std::isfinite(x), [&] { return fmt::format("{} ({}) must be finite", one, x); });
+  };
+  per_head(alibi_slopes, "alibi_slopes", "alibi slope");
+  per_head(sink_logits, "sink_logits", "sink logit");
 }
 
 }  // namespace attnkit

@@ -96,6 +96,9 @@ Plan make_plan(const KvCache& cache, int64_t layer, std::span<const int64_t> seq
     });
   }
   opts.validate(p.Hq);
+  check(!opts.has_sinks(), [] {
+    return std::string("sink_logits: decode does not take learned sink logits yet (attend() and its backward do)");
+  });
   p.scale = static_cast<float>(opts.softmax_scale(p.dk));
   p.softcap = static_cast<float>(opts.softcap);
   p.alibi = opts.alibi_slopes;

@@ -319,13 +319,20 @@ void run_item(const Plan& p, const SimdOps& ops, const TensorView& q, const Tens
   }
 }
 
-// Row r of the item as (O row / l, LSE) in natural log; an empty row gives 0 and -inf.
+// The learned sink logit of query head h, or -inf without sinks.
+float sink_of(const AttendOptions& opts, int64_t h) {
+  return opts.has_sinks() ? static_cast<float>(opts.sink_logits[static_cast<size_t>(h)]) : kNegInf;
+}
+
+// Row r of the item as (O row / l, LSE) in natural log; an empty row gives 0 and -inf. The
+// sink joins here, or after the merge of a split item's chunks (with_sink false).
 template <class Emit>
-void finish_rows(const Plan& p, const WorkItem& it, const Workspace& w, Emit&& emit) {
+void finish_rows(const Plan& p, const AttendOptions& opts, const WorkItem& it, const Workspace& w, bool with_sink,
+                 Emit&& emit) {
   for (int64_t r = 0; r < p.rows; ++r) {
     int64_t h, i;
     if (!row_of(p, it, r, h, i)) continue;
-    const softmax::Finished f = softmax::finish_row(w.m[r], w.l[r]);
+    const softmax::Finished f = softmax::finish_row(w.m[r], w.l[r], with_sink ? sink_of(opts, h) : kNegInf);
     emit(r, h, i, f.inv, f.lse);
   }
 }
@@ -403,7 +410,7 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
     const WorkItem& it = items[idx];
     run_item(p, ops, q, k, v, opts, it, w);
     if (p.splits == 1) {
-      finish_rows(p, it, w, [&](int64_t r, int64_t h, int64_t i, float inv, float row_lse) {
+      finish_rows(p, opts, it, w, true, [&](int64_t r, int64_t h, int64_t i, float inv, float row_lse) {
         write_row(p, w, o, r, it.b, h, i, inv);
         if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
       });
@@ -411,7 +418,7 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
       float* po = part_o.data() + idx * static_cast<size_t>(p.rows * s.d_v);
       std::copy(w.m.get(), w.m.get() + p.rows, part_m.begin() + static_cast<ptrdiff_t>(idx * size_t(p.rows)));
       std::copy(w.l.get(), w.l.get() + p.rows, part_l.begin() + static_cast<ptrdiff_t>(idx * size_t(p.rows)));
-      finish_rows(p, it, w, [&](int64_t r, int64_t, int64_t, float inv, float) {
+      finish_rows(p, opts, it, w, false, [&](int64_t r, int64_t, int64_t, float inv, float) {
         for (int64_t c = 0; c < s.d_v; ++c) po[r * s.d_v + c] = w.ot[c * p.rp + r] * inv;
       });
     }
@@ -432,6 +439,7 @@ void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v
           [&](int64_t c) { return part_o.data() + (rows_of(first + size_t(c)) + size_t(r)) * size_t(s.d_v); },
           [&](int64_t c) { return part_m[rows_of(first + size_t(c)) + size_t(r)]; },
           [&](int64_t c) { return part_l[rows_of(first + size_t(c)) + size_t(r)]; }, acc.data(), row_lse);
+      softmax::join_sink(acc.data(), s.d_v, row_lse, sink_of(opts, h));
       for (int64_t c = 0; c < s.d_v; ++c) o.set(acc[static_cast<size_t>(c)], it.b, h, i, c);
       if (lse.rank() != 0) lse.set(row_lse, it.b, h, i);
     }

@@ -38,6 +38,28 @@ inline Finished finish_row(float m, float l) {
   return {1.0f / l, m + std::log(l)};
 }
 
+// The same with a learned sink logit z (variant.hpp): one more key of score z and value 0
+// joins the sum, so O shrinks by the sink's share and LSE = log(l e^m + e^z); a row that saw
+// no key gives O = 0, LSE = z. z = -inf: no sink, as finish_row(m, l).
+inline Finished finish_row(float m, float l, float z) {
+  if (z == kNegInf || std::isnan(m) || std::isnan(l)) return finish_row(m, l);
+  const double top = l == 0.0f ? double(z) : std::max(double(m), double(z));
+  const double keys = l == 0.0f ? 0.0 : double(l) * std::exp(double(m) - top);
+  const double total = keys + std::exp(double(z) - top);
+  return {l == 0.0f ? 0.0f : static_cast<float>(std::exp(double(m) - top) / total),
+          static_cast<float>(top + std::log(total))};
+}
+
+// A finished row o [dv] with its lse (merge_chunks' result) and the sink z joined.
+inline void join_sink(float* o, int64_t dv, float& lse, float z) {
+  if (z == kNegInf || std::isnan(lse)) return;
+  const double top = std::max(double(lse), double(z));
+  const double joined = top + std::log(std::exp(double(lse) - top) + std::exp(double(z) - top));
+  const float shrink = static_cast<float>(std::exp(double(lse) - joined));
+  for (int64_t i = 0; i < dv; ++i) o[i] *= shrink;
+  lse = static_cast<float>(joined);
+}
+
 // Split-KV: the chunks of one row, each a normalised row o_c: [dv] with its running max
 // m_c and sum l_c, merged in chunk order (fixed, so the result does not depend on which
 // thread ran which chunk) into o and lse:

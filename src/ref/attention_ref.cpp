@@ -1,5 +1,6 @@
 // The plain-loop reference of exact attention: for every (batch, head, query row), walk
-// every key, ask the pattern, and apply scale, softcap, ALiBi and softmax literally.
+// every key, ask the pattern, and apply scale, softcap, ALiBi, sink logits and softmax
+// literally.
 // One row body serves both precisions: Acc is the accumulator type and round() the
 // rounding to the storage type after each stage (identity in f64 mode).
 #include <cmath>
@@ -43,9 +44,13 @@ struct RowRef {
       scores.push_back(sc);
     }
     std::fill(o_row.begin(), o_row.end(), 0.0);
-    if (keys.empty()) return -std::numeric_limits<double>::infinity();
+    // A learned sink logit is one more key of value 0: it joins the max and the sum only.
+    const bool sink = opts.has_sinks();
+    const Acc z = sink ? static_cast<Acc>(opts.sink_logits[static_cast<size_t>(h)]) : Acc(0);
+    if (sink) m = std::max(m, z);
+    if (keys.empty() && !sink) return -std::numeric_limits<double>::infinity();
     if (has_nan) m = std::numeric_limits<Acc>::quiet_NaN();
-    Acc sum = 0;
+    Acc sum = sink ? static_cast<Acc>(std::exp(z - m)) : Acc(0);
     for (Acc& sc : scores) {
       sc = std::exp(sc - m);
       sum += sc;

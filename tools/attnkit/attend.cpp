@@ -1,13 +1,16 @@
-// attnkit attend: attention over .npy inputs, written to .npy outputs. Options and output
-// paths are checked before the inputs are read; both outputs are written in full before
-// either replaces an existing file. Not for: timing (attnkit bench) or formats other than .npy.
+// attnkit attend: attention over .npy inputs, written to .npy outputs; with --grad-out, the
+// backward too (dO in, dQ / dK / dV / dsink out). Options and output paths are checked
+// before the inputs are read; every output is written in full before any replaces an
+// existing file. Not for: timing (attnkit bench) or formats other than .npy.
 #include <cmath>
-#include <optional>
+#include <deque>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "attnkit/atomic_file.hpp"
 #include "attnkit/attention.hpp"
+#include "attnkit/backward.hpp"
 #include "attnkit/npy.hpp"
 #include "command.hpp"
 #include "options.hpp"
@@ -17,6 +20,7 @@ namespace {
 
 struct AttendArgs {
   std::string q, k, v, out, lse, pattern = "none", kernel = "auto", alibi, out_dtype = "f32", scale;
+  std::string grad_out, dq, dk, dv, dsink, sink_logits;
   double softcap = 0;
   int threads = 0;
 };
@@ -36,9 +40,9 @@ double parse_scale(const std::string& text) {
   return x;
 }
 
-// A comma-separated list of slopes ("auto", the standard slopes, needs the head count and
-// is resolved once the inputs are read).
-std::vector<double> parse_alibi(const std::string& text) {
+// A comma-separated list of numbers for `flag` (--alibi: "auto", the standard slopes,
+// needs the head count and is resolved once the inputs are read).
+std::vector<double> parse_list(const std::string& text, std::string_view flag) {
   if (text.empty()) return {};
   std::vector<double> slopes;
   size_t start = 0;
@@ -53,7 +57,7 @@ std::vector<double> parse_alibi(const std::string& text) {
       used = 0;
     }
     check(used == item.size() && !item.empty(),
-          [&] { return fmt::format("--alibi: '{}' is not a number (give 'auto' or one slope per query head)", printable(item)); });
+          [&] { return fmt::format("{}: '{}' is not a number (give one per query head)", flag, printable(item)); });
     slopes.push_back(x);
     start = comma + 1;
   }
@@ -84,8 +88,17 @@ int run(const AttendArgs& a) {
   // bf16 has no numpy dtype, so .npy outputs are f32, f64 or f16.
   check_choice("--out-dtype", a.out_dtype, {"f32", "f64", "f16"});
   const DType o_dtype = parse_dtype(a.out_dtype);
-  const std::vector<double> alibi_list = a.alibi == "auto" ? std::vector<double>{} : parse_alibi(a.alibi);
-  const std::vector<OutputPath> outputs = {{a.out, "--out"}, {a.lse, "--lse"}};
+  const std::vector<double> alibi_list = a.alibi == "auto" ? std::vector<double>{} : parse_list(a.alibi, "--alibi");
+  opts.sink_logits = parse_list(a.sink_logits, "--sink-logits");
+  const bool backward = !a.grad_out.empty();
+  check(backward || (a.dq.empty() && a.dk.empty() && a.dv.empty() && a.dsink.empty()),
+        [] { return std::string("--dq/--dk/--dv/--dsink need --grad-out (the gradient dLoss/dO, .npy like --out)"); });
+  check(!backward || !(a.dq.empty() && a.dk.empty() && a.dv.empty() && a.dsink.empty()),
+        [] { return std::string("--grad-out: give at least one of --dq, --dk, --dv, --dsink to write"); });
+  check(a.dsink.empty() || !opts.sink_logits.empty(),
+        [] { return std::string("--dsink needs --sink-logits (the learned sink logits to differentiate)"); });
+  const std::vector<OutputPath> outputs = {{a.out, "--out"}, {a.lse, "--lse"}, {a.dq, "--dq"},
+                                           {a.dk, "--dk"},   {a.dv, "--dv"},   {a.dsink, "--dsink"}};
   check_outputs(outputs);
 
   const Tensor q = read_npy(a.q, "--q"), k = read_npy(a.k, "--k"), v = read_npy(a.v, "--v");
@@ -103,23 +116,46 @@ int run(const AttendArgs& a) {
     return fmt::format("--alibi: {} slopes given; one per query head ({}) is needed, or 'auto'",
                        opts.alibi_slopes.size(), shape.q_heads);
   });
-  for (auto [t, name] : {std::pair{&q, "q"}, std::pair{&k, "k"}, std::pair{&v, "v"}})
-    if (const int64_t bad = count_nonfinite(t->view()))
-      fmt::print(stderr, "attnkit: warning: {} holds {} NaN/inf values; the rows they reach will be NaN\n", name, bad);
-  const Output out = attend(q.view(), k.view(), v.view(), opts, o_dtype);
-  // Both files are complete before either is renamed into place.
-  AtomicFile o_file(a.out, label("--out", a.out));
-  write_npy(o_file, out.o.view());
-  std::optional<AtomicFile> lse_file;
-  if (!a.lse.empty()) {
-    lse_file.emplace(a.lse, label("--lse", a.lse));
-    write_npy(*lse_file, out.lse.view());
+  check(opts.sink_logits.empty() || static_cast<int64_t>(opts.sink_logits.size()) == shape.q_heads, [&] {
+    return fmt::format("--sink-logits: {} logits given; one per query head ({}) is needed", opts.sink_logits.size(),
+                       shape.q_heads);
+  });
+  Tensor d_o;
+  if (backward) {
+    d_o = read_npy(a.grad_out, "--grad-out");
+    const std::vector<int64_t> want = {shape.batch, shape.q_heads, shape.q_len, shape.d_v};
+    check(d_o.shape() == want, [&] {
+      return fmt::format("{}: shape {} must be O's [B, Hq, Nq, Dv] = [{}]", label("--grad-out", a.grad_out),
+                         d_o.view().shape_string(), fmt::join(want, ", "));
+    });
   }
-  o_file.commit();
-  if (lse_file) lse_file->commit();
-  fmt::print("attend: {} pattern={} kernel={} -> {} {}{}\n", shape.to_string(), opts.pattern.to_string(),
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&q, "q"}, {&k, "k"}, {&v, "v"}, {&d_o, "grad-out"}})
+    if (const int64_t bad = t->numel() > 0 ? count_nonfinite(t->view()) : 0)
+      fmt::print(stderr, "attnkit: warning: {} holds {} NaN/inf values; the rows they reach will be NaN\n", name, bad);
+  // The backward starts from the f32 forward, whatever --out-dtype writes.
+  const Output out = attend(q.view(), k.view(), v.view(), opts, backward ? DType::f32 : o_dtype);
+  Gradients grads;
+  if (backward) grads = attend_backward(q.view(), k.view(), v.view(), out.o.view(), out.lse.view(), d_o.view(), opts);
+  // Every file is complete before any is renamed into place.
+  std::deque<AtomicFile> files;  // not movable: a deque keeps them in place
+  const auto stage = [&](const std::string& path, std::string_view flag, const Tensor& t) {
+    if (path.empty()) return;
+    files.emplace_back(path, label(flag, path));
+    write_npy(files.back(), (t.dtype() == o_dtype ? t : t.to(o_dtype)).view());
+  };
+  stage(a.out, "--out", out.o);
+  if (!a.lse.empty()) {
+    files.emplace_back(a.lse, label("--lse", a.lse));
+    write_npy(files.back(), out.lse.view());
+  }
+  stage(a.dq, "--dq", grads.dq);
+  stage(a.dk, "--dk", grads.dk);
+  stage(a.dv, "--dv", grads.dv);
+  stage(a.dsink, "--dsink", grads.dsink);
+  for (AtomicFile& f : files) f.commit();
+  fmt::print("attend: {} pattern={} kernel={} -> {} {}{}{}\n", shape.to_string(), opts.pattern.to_string(),
              kernel_name(opts.kernel), printable(a.out, 240), out.o.view().shape_string(),
-             a.lse.empty() ? "" : " + " + printable(a.lse, 240));
+             a.lse.empty() ? "" : " + " + printable(a.lse, 240), backward ? " + gradients" : "");
   return 0;
 }
 
@@ -146,6 +182,14 @@ ATTNKIT_COMMAND("attend", "Attention over .npy inputs Q [B,Hq,Nq,Dqk], K [B,Hkv,
                   sub.add_option("--scale", a->scale, "softmax scale (default 1/sqrt(Dqk))");
                   sub.add_option("--softcap", a->softcap, "tanh soft-capping of scores (0 = off)");
                   sub.add_option("--alibi", a->alibi, "ALiBi slopes: 'auto' or one per query head, comma-separated");
+                  sub.add_option("--sink-logits", a->sink_logits,
+                                 "learned attention-sink logits, one per query head, comma-separated (gpt-oss)");
+                  sub.add_option("--grad-out", a->grad_out,
+                                 "dLoss/dO .npy [B, Hq, Nq, Dv]: run the backward after the forward");
+                  sub.add_option("--dq", a->dq, "with --grad-out: write dQ .npy [B, Hq, Nq, Dqk]");
+                  sub.add_option("--dk", a->dk, "with --grad-out: write dK .npy [B, Hkv, Nkv, Dqk]");
+                  sub.add_option("--dv", a->dv, "with --grad-out: write dV .npy [B, Hkv, Nkv, Dv]");
+                  sub.add_option("--dsink", a->dsink, "with --grad-out and --sink-logits: write dsink .npy [Hq]");
                   sub.add_option("--kernel", a->kernel, "auto (flash) | flash | ref (the f64 oracle)")->capture_default_str();
                   sub.add_option("--out-dtype", a->out_dtype, "f32 | f64 | f16")->capture_default_str();
                   add_threads(sub, a->threads);

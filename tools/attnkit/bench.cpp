@@ -23,6 +23,7 @@
 
 #include "attnkit/atomic_file.hpp"
 #include "attnkit/attention.hpp"
+#include "attnkit/backward.hpp"
 #include "attnkit/flops.hpp"
 #include "attnkit/hwinfo.hpp"
 #include "attnkit/kv_size.hpp"
@@ -68,6 +69,19 @@ std::vector<BenchCase> sweep(bool quick) {
           make_case("causal", f32, 32, 8, 1, 65536, 128)};
 }
 
+// The backward's sweep (bench --backward): the shapes of its targets in docs/BENCHMARKS.md.
+std::vector<BenchCase> backward_sweep(bool quick) {
+  const DType f32 = DType::f32, bf16 = DType::bf16;
+  const std::string lf = "longformer:w=256,global=0+1", bb = "bigbird:block=64,window=3,global=2,random=3";
+  if (quick)
+    return {make_case("causal", f32, 32, 8, 2048, 2048, 128), make_case("causal", bf16, 32, 8, 2048, 2048, 128),
+            make_case("window:512,0", f32, 8, 8, 8192, 8192, 128), make_case(lf, f32, 8, 8, 8192, 8192, 128)};
+  return {make_case("causal", f32, 32, 8, 4096, 4096, 128),       make_case("causal", bf16, 32, 8, 4096, 4096, 128),
+          make_case("window:512,0", f32, 8, 8, 16384, 16384, 128), make_case("window:512,0", f32, 8, 8, 32768, 32768, 128),
+          make_case(lf, f32, 8, 8, 16384, 16384, 128),            make_case(bb, f32, 8, 8, 16384, 16384, 128),
+          make_case("causal", f32, 8, 8, 16384, 16384, 128)};
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t m = v.size() / 2;
@@ -84,6 +98,7 @@ struct BenchArgs {
   int64_t batch = 1, q_heads = 32, kv_heads = 32, n = 4096, kv_n = 0, d = 128;
   bool no_peak = false;
   bool decode = false;
+  bool backward = false;
   DecodeBenchArgs dec;
   std::function<bool(const char*)> given;  // whether an option was on the command line
 };
@@ -99,15 +114,24 @@ int64_t io_bytes(const BenchCase& c) {
                                double(s.q_heads * s.q_len) * double((s.d_v + 1) * 4))));
 }
 
+// The backward's inputs and outputs add dO and dQ, dK, dV (f32) to the forward's.
+int64_t backward_io_bytes(const BenchCase& c) {
+  const AttnShape& s = c.shape;
+  return io_bytes(c) + static_cast<int64_t>(std::min(
+                           9e18, double(s.batch) * (double(s.q_heads * s.q_len) * double(s.d_v * dtype_size(c.dtype) +
+                                                                                           s.d_qk * 4) +
+                                                    double(s.kv_heads * s.kv_len) * double((s.d_qk + s.d_v) * 4))));
+}
+
 std::vector<BenchCase> cases_for(const BenchArgs& a) {
-  if (a.pattern.empty()) return sweep(a.quick);
+  if (a.pattern.empty()) return a.backward ? backward_sweep(a.quick) : sweep(a.quick);
   check_choice("--dtype", a.dtype, {"f32", "bf16", "f16"});
   BenchCase c{a.pattern, {}, parse_dtype(a.dtype)};
   c.shape.batch = a.batch, c.shape.q_heads = a.q_heads, c.shape.kv_heads = a.kv_heads;
   c.shape.q_len = a.n, c.shape.kv_len = a.kv_n > 0 ? a.kv_n : a.n, c.shape.d_qk = c.shape.d_v = a.d;
   c.shape.validate();
   const Pattern pattern = parse_option("--pattern", a.pattern, [](const std::string& t) { return Pattern::parse(t); });
-  const double bytes = double(io_bytes(c));
+  const double bytes = double(a.backward ? backward_io_bytes(c) : io_bytes(c));
   const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
   check(bytes <= ram / 2, [&] {
     return fmt::format("the case needs {:.1f} GiB of inputs and outputs; this machine has {:.1f} GiB of memory",
@@ -209,6 +233,44 @@ Timing time_runs(const BenchCase& c, Kernel kernel, int reps) {
   return {ms, reset ? std::max<int64_t>(0, peak_resident_bytes() - before) : -1};
 }
 
+// The backward timed against the forward in the same run: each rep runs the forward, then
+// the backward from its O and LSE (dO fixed), after one uncounted warm-up of both.
+struct BackwardTiming {
+  std::vector<double> fwd_ms, bwd_ms;
+  int64_t extra_bytes;  // peak resident growth during the backward runs
+};
+
+BackwardTiming time_backward(const BenchCase& c, Kernel kernel, int reps) {
+  const CaseInputs in(c);
+  const AttnShape& s = c.shape;
+  AttendOptions opts;
+  opts.pattern = Pattern::parse(c.pattern);
+  opts.kernel = kernel;
+  Tensor o(DType::f32, {s.batch, s.q_heads, s.q_len, s.d_v}), lse(DType::f32, {s.batch, s.q_heads, s.q_len});
+  Tensor d_o(c.dtype, {s.batch, s.q_heads, s.q_len, s.d_v});
+  for (int64_t i = 0, n = d_o.numel(); i < n; ++i) d_o.mut().store(i, double((static_cast<uint64_t>(i) * 2654435761u) % 1000) / 1000.0 - 0.5);
+  Tensor dq(DType::f32, {s.batch, s.q_heads, s.q_len, s.d_qk}), dk(DType::f32, {s.batch, s.kv_heads, s.kv_len, s.d_qk});
+  Tensor dv(DType::f32, {s.batch, s.kv_heads, s.kv_len, s.d_v});
+  for (Tensor* t : {&o, &lse, &dq, &dk, &dv}) std::memset(t->data(), 0, t->nbytes());  // resident before the baseline
+  BackwardTiming t;
+  bool reset = false;
+  int64_t before = 0;
+  for (int r = 0; r <= reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    attend_into(in.q.view(), in.k.view(), in.v.view(), opts, o.mut(), lse.mut());
+    const auto t1 = std::chrono::steady_clock::now();
+    if (r == 0) reset = reset_peak_resident(), before = resident_bytes();
+    attend_backward_into(in.q.view(), in.k.view(), in.v.view(), o.view(), lse.view(), d_o.view(), opts, dq.mut(),
+                         dk.mut(), dv.mut(), MutTensorView());
+    const auto t2 = std::chrono::steady_clock::now();
+    if (r == 0) continue;
+    t.fwd_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    t.bwd_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+  }
+  t.extra_bytes = reset ? std::max<int64_t>(0, peak_resident_bytes() - before) : -1;
+  return t;
+}
+
 double case_gflop(const BenchCase& c) {
   return count_work(c.shape, Pattern::parse(c.pattern).bind(c.shape.q_len, c.shape.kv_len)).flops * 1e-9;
 }
@@ -234,11 +296,10 @@ std::string flash_micro_kernels(const BenchCase& c, Kernel kernel) {
   return bf16 ? "avx512_bf16" : "none";
 }
 
-nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
-  const Timing t = time_runs(c, kernel, reps);
-  const std::vector<double>& ms = t.ms;
-  const double med = median(ms), gflops = case_gflop(c) / (med * 1e-3);
-  const double ref = kernel == Kernel::ref ? gflops : reference_gflops(c);
+// The fields every prefill record has, for runs of `gflop` each that took `ms`.
+nlohmann::json time_case_record(const BenchCase& c, Kernel kernel, int reps, const std::vector<double>& ms,
+                                double gflop) {
+  const double med = median(ms), gflops = gflop / (med * 1e-3);
   const Pattern pattern = Pattern::parse(c.pattern);
   return {{"op", "attention_fwd"},
           {"kernel", kernel_name(kernel)},
@@ -256,13 +317,40 @@ nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
           {"median_ms", med},
           {"min_ms", *std::min_element(ms.begin(), ms.end())},
           {"visited_fraction", count_work(c.shape, pattern.bind(c.shape.q_len, c.shape.kv_len)).visited_fraction()},
-          {"gflop", case_gflop(c)},
+          {"gflop", gflop},
           {"gflops", gflops},
-          {"ref_gflops", ref},
-          {"speedup_vs_ref", gflops / ref},
-          {"io_bytes", io_bytes(c)},
-          {"extra_peak_rss_bytes", t.extra_bytes},
           {"micro_kernels", flash_micro_kernels(c, kernel)}};
+}
+
+nlohmann::json time_case(const BenchCase& c, Kernel kernel, int reps) {
+  const Timing t = time_runs(c, kernel, reps);
+  nlohmann::json r = time_case_record(c, kernel, reps, t.ms, case_gflop(c));
+  const double gflops = r["gflops"].get<double>();
+  const double ref = kernel == Kernel::ref ? gflops : reference_gflops(c);
+  r["ref_gflops"] = ref;
+  r["speedup_vs_ref"] = gflops / ref;
+  r["io_bytes"] = io_bytes(c);
+  r["extra_peak_rss_bytes"] = t.extra_bytes;
+  return r;
+}
+
+// FlashAttention's convention: the backward's five products against the forward's two,
+// counted as 2.5 times the forward's FLOPs on the visited pairs.
+constexpr double kBackwardFlopRatio = 2.5;
+
+nlohmann::json time_backward_case(const BenchCase& c, Kernel kernel, int reps) {
+  const BackwardTiming t = time_backward(c, kernel, reps);
+  const double bwd = median(t.bwd_ms), fwd = median(t.fwd_ms);
+  nlohmann::json r = time_case_record(c, kernel, reps, t.bwd_ms, kBackwardFlopRatio * case_gflop(c));
+  r["op"] = "attention_bwd";
+  r["flop_convention"] = "2.5 x the forward's visited-pair FLOPs (FlashAttention)";
+  r["fwd_median_ms"] = fwd;
+  r["bwd_over_fwd"] = bwd / fwd;
+  r["ref_gflops"] = nullptr;  // the oracle's backward is not timed: minutes at these sizes
+  r["speedup_vs_ref"] = nullptr;
+  r["io_bytes"] = backward_io_bytes(c);
+  r["extra_peak_rss_bytes"] = t.extra_bytes;
+  return r;
 }
 
 // Every option is checked here, before the peaks are measured or a case is run.
@@ -290,22 +378,27 @@ nlohmann::json run_prefill(const BenchArgs& a, const Checked& k) {
   nlohmann::json records = nlohmann::json::array();
   std::optional<HwInfo> hw;
   if (!a.no_peak) hw = measure_hwinfo();
-  fmt::print("attention forward, kernel={}, {} threads, median of {} runs\n", kernel_name(kernel), omp_get_max_threads(), reps);
+  fmt::print("attention {}, kernel={}, {} threads, median of {} runs\n", a.backward ? "backward" : "forward",
+             kernel_name(kernel), omp_get_max_threads(), reps);
+  if (a.backward)
+    fmt::print("backward FLOPs: {}; bwd/fwd: the forward timed in the same run\n",
+               "2.5 x the forward's on the visited pairs (FlashAttention's convention)");
   if (hw)
     fmt::print("peaks (attnkit hwinfo, {} threads): fp32 FMA {:.1f} GFLOP/s, bf16 dot {}, DRAM read {:.1f} GB/s\n",
                hw->threads, hw->fp32_fma_gflops,
                hw->has_avx512bf16 ? fmt::format("{:.1f} GFLOP/s", hw->bf16_dot_gflops) : std::string("unsupported"),
                hw->dram_read_gbps);
   fmt::print("{:<52} {:>5} {:>6} {:>13} {:>4} {:>8} {:>10} {:>8} {:>8} {:>8}\n", "pattern", "dtype", "Hq/Hkv",
-             "Nq x Nkv", "D", "visited", "median ms", "GFLOP/s", "% peak", "vs ref");
+             "Nq x Nkv", "D", "visited", "median ms", "GFLOP/s", "% peak", a.backward ? "bwd/fwd" : "vs ref");
   for (const BenchCase& c : cases) {
-    nlohmann::json r = time_case(c, kernel, reps);
+    nlohmann::json r = a.backward ? time_backward_case(c, kernel, reps) : time_case(c, kernel, reps);
     add_peak(r, peak_gflops(hw, c.dtype));
-    fmt::print("{:<52} {:>5} {:>6} {:>13} {:>4} {:>7.1f}% {:>10.2f} {:>8.1f} {:>8} {:>7.0f}x\n",
+    const std::string last = a.backward ? fmt::format("{:.2f}", r["bwd_over_fwd"].get<double>())
+                                        : fmt::format("{:.0f}x", r["speedup_vs_ref"].get<double>());
+    fmt::print("{:<52} {:>5} {:>6} {:>13} {:>4} {:>7.1f}% {:>10.2f} {:>8.1f} {:>8} {:>8}\n",
                r["pattern"].get<std::string>(), dtype_name(c.dtype), fmt::format("{}/{}", c.shape.q_heads, c.shape.kv_heads),
                fmt::format("{}x{}", c.shape.q_len, c.shape.kv_len), c.shape.d_qk, 100 * r["visited_fraction"].get<double>(),
-               r["median_ms"].get<double>(), r["gflops"].get<double>(), percent_of_peak(r),
-               r["speedup_vs_ref"].get<double>());
+               r["median_ms"].get<double>(), r["gflops"].get<double>(), percent_of_peak(r), last);
     if (!a.pattern.empty() && r["extra_peak_rss_bytes"].get<int64_t>() >= 0) {
       // Only meaningful for a single case: the high-water mark is per process.
       const double extra = r["extra_peak_rss_bytes"].get<double>(), io = r["io_bytes"].get<double>();
@@ -315,7 +408,7 @@ nlohmann::json run_prefill(const BenchArgs& a, const Checked& k) {
     std::fflush(stdout);
     records.push_back(std::move(r));
   }
-  if (a.pattern.empty()) {
+  if (a.pattern.empty() && !a.backward) {
     fmt::print("\nKV-cache memory of {} at its full context, by head layout:\n", k.preset.name);
     print_kv_comparison(k.preset);
   }
@@ -328,6 +421,7 @@ int run(const BenchArgs& a) {
   check_outputs(outputs);
   nlohmann::json records;
   std::FILE* json_stream = stdout;
+  check(!(a.decode && a.backward), [] { return std::string("--decode and --backward: give one or the other"); });
   if (a.decode) {
     DecodeBenchArgs d = a.dec;
     d.quick = a.quick, d.no_peak = a.no_peak, d.reps = a.reps;
@@ -380,6 +474,9 @@ ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GF
                   sub.add_flag("--decode", a->decode,
                                "time decode steps against KV caches instead (GB/s, fraction of DRAM bandwidth); with "
                                "--kernel auto | generic");
+                  sub.add_flag("--backward", a->backward,
+                               "time the backward (attention_bwd records; FLOPs counted as 2.5 x the forward's) "
+                               "beside the forward of the same run");
                   sub.add_option("--layout", a->dec.layout, "--decode custom case: contiguous | rolling | paged");
                   sub.add_option("--storage", a->dec.storage, "--decode custom case: f32 | bf16 | f16 | int8 | int4");
                   add_int(sub, "--page", a->dec.page, "--decode: page size of the paged layout", 1, kMaxSeqLen)

@@ -16,6 +16,7 @@
 #include "attnkit/error.hpp"
 #include "attnkit/kv_quant.hpp"
 #include "attnkit/shape.hpp"
+#include "cache/kv_rows.hpp"
 #include "core/checked_math.hpp"
 
 namespace attnkit {
@@ -50,15 +51,18 @@ void KvCacheConfig::validate() const {
   check_range(kv_heads, 1, kMaxKvHeads, "kv_heads");
   check_range(head_dim, 1, kMaxHeadDim, "head_dim");
   check_range(v_head_dim, 0, kMaxHeadDim, "v_head_dim");
-  const bool int4 = storage == KvStorage::int4;
-  if (int4) {
+  const detail::KvFormat& f = detail::kv_format(storage);
+  if (f.packed())
     check(head_dim % 2 == 0 && v_width() % 2 == 0, [&] {
-      return fmt::format("int4 storage needs even head widths (head_dim {}, v_head_dim {})", head_dim, v_width());
+      return fmt::format("{} storage needs even head widths (head_dim {}, v_head_dim {})", f.name, head_dim,
+                         v_width());
     });
+  if (f.grouped()) {
     check_range(group, 2, kMaxKvGroup, "group");
-    check(group % 2 == 0, [&] { return fmt::format("group ({}) must be even for int4 storage", group); });
-    check_range(residual, 0, kMaxSeqLen, "residual");
+    if (f.packed())
+      check(group % 2 == 0, [&] { return fmt::format("group ({}) must be even for {} storage", group, f.name); });
   }
+  if (f.residual) check_range(residual, 0, kMaxSeqLen, "residual");
   switch (layout) {
     case KvLayout::contiguous: check_range(max_tokens, 0, kMaxSeqLen, "max_tokens"); break;
     case KvLayout::rolling:
@@ -68,10 +72,11 @@ void KvCacheConfig::validate() const {
       check(sinks + ring_slots() <= kMaxSeqLen, [&] {
         return fmt::format("sinks + window + max_append - 1 ({}) must be <= 2^31", sinks + ring_slots());
       });
-      check(!int4, [] {
-        return std::string(
-            "storage int4 cannot use the rolling layout: int4 keys share scales over groups of tokens, "
-            "and a ring evicts one token at a time (use int8, or a paged or contiguous cache)");
+      check(!f.grouped(), [&] {
+        return fmt::format(
+            "storage {0} cannot use the rolling layout: {0} keys share scales over groups of tokens, "
+            "and a ring evicts one token at a time (use int8, or a paged or contiguous cache)",
+            f.name);
       });
       break;
     case KvLayout::paged:
@@ -82,9 +87,10 @@ void KvCacheConfig::validate() const {
                            kMaxPagedHeads);
       });
       check_range(max_pages, 0, (int64_t{1} << 31) - 1, "max_pages");
-      if (int4)
+      if (f.grouped())
         check(page_size % group == 0, [&] {
-          return fmt::format("page_size ({}) must be a multiple of group ({}) for int4 storage", page_size, group);
+          return fmt::format("page_size ({}) must be a multiple of group ({}) for {} storage", page_size, group,
+                             f.name);
         });
       break;
   }
@@ -94,18 +100,9 @@ void KvCacheConfig::validate() const {
 KvBlockLayout::KvBlockLayout(KvStorage storage_, int64_t slots_, const KvCacheConfig& cfg)
     : storage(storage_), slots(slots_), heads(cfg.kv_heads), k_width(cfg.head_dim), v_width(cfg.v_width()),
       group(cfg.group), layers(cfg.layers) {
-  const auto row_bytes = [&](int64_t w) -> int64_t {
-    switch (storage) {
-      case KvStorage::f32: return 4 * w;
-      case KvStorage::bf16:
-      case KvStorage::f16: return 2 * w;
-      case KvStorage::int8: return w;
-      case KvStorage::int4: return w / 2;
-    }
-    return 0;
-  };
-  k_row_bytes = row_bytes(k_width);
-  v_row_bytes = row_bytes(v_width);
+  const detail::KvFormat& f = detail::kv_format(storage);
+  k_row_bytes = f.row_bytes(k_width);
+  v_row_bytes = f.row_bytes(v_width);
   k_head_bytes = kv_block_bytes(storage, KvStream::key, slots, k_width, group).total();
   v_head_bytes = kv_block_bytes(storage, KvStream::value, slots, v_width, group).total();
   constexpr std::string_view what = "KV block bytes";
@@ -311,6 +308,9 @@ void KvBlockStore::release(KvBlockId b) {
 
 namespace {
 
+// The format keeps its newest tokens in a residual block (int4's f16 residual).
+bool has_residual(const KvCacheConfig& c) { return detail::kv_format(c.storage).residual; }
+
 int64_t main_slots(const KvCacheConfig& c) {
   switch (c.layout) {
     case KvLayout::contiguous: return c.max_tokens;  // 0 when growing: per sequence
@@ -324,11 +324,9 @@ int64_t main_slots(const KvCacheConfig& c) {
 
 KvCache::KvCache(const KvCacheConfig& config)
     : config_((config.validate(), config)),
-      layout_(config.storage, config.storage == KvStorage::int4 && config.layout == KvLayout::contiguous
-                                  ? 0
-                                  : main_slots(config),
+      layout_(config.storage, has_residual(config) && config.layout == KvLayout::contiguous ? 0 : main_slots(config),
               config),
-      residual_layout_(KvStorage::f16, config.storage == KvStorage::int4 ? config.residual_slots() : 0, config),
+      residual_layout_(detail::kKvResidualStorage, has_residual(config) ? config.residual_slots() : 0, config),
       store_(config.layout == KvLayout::paged ? layout_.regions() : std::vector<int64_t>{}, config.max_pages) {
   if (config_.rope && config_.positions == KvPositions::in_cache) {
     // Positions inside the cache are bounded by what it holds; a growing cache grows this.
@@ -357,12 +355,12 @@ int64_t KvCache::add_sequence() {
   } else if (config_.layout == KvLayout::contiguous && config_.max_tokens > 0) {
     // int4 keeps at most R + G - 1 tokens in the residual, so the quantized part of a cache
     // of max_tokens needs G * floor((max_tokens - R) / G) slots.
-    s.capacity = config_.storage == KvStorage::int4
+    s.capacity = has_residual(config_)
                      ? config_.group * (std::max<int64_t>(config_.max_tokens - config_.residual, 0) / config_.group)
                      : config_.max_tokens;
     if (s.capacity > 0) s.blocks.push_back(new_block(layout(s)));
   }
-  if (config_.storage == KvStorage::int4) s.residual_block = new_block(residual_layout_);
+  if (has_residual(config_)) s.residual_block = new_block(residual_layout_);
   check(seqs_.size() < size_t{1} << 40, [] { return std::string("too many sequences"); });
   seqs_.push_back(std::move(s));
   return num_sequences() - 1;
@@ -414,8 +412,9 @@ int64_t KvCache::fork(int64_t parent) {
 
 int64_t KvCache::adopt_pages(std::span<const KvBlockId> pages, int64_t tokens) {
   check(config_.layout == KvLayout::paged, [] { return std::string("adopt_pages needs the paged layout"); });
-  check(config_.storage != KvStorage::int4, [] {
-    return std::string("adopt_pages cannot share int4 pages: the f16 residual of the newest tokens is per sequence");
+  check(!has_residual(config_), [&] {
+    return fmt::format("adopt_pages cannot share {} pages: the f16 residual of the newest tokens is per sequence",
+                       detail::kv_format(config_.storage).name);
   });
   const int64_t n = static_cast<int64_t>(pages.size()), P = config_.page_size;
   check(n >= 1 && tokens > (n - 1) * P && tokens <= n * P, [&] {
@@ -457,39 +456,20 @@ void KvCache::reserve_slots(KvSequence& s, int64_t main) {
                        config_.max_tokens);
   });
   int64_t cap = std::max(s.capacity, kKvInitialTokens);
-  if (config_.storage == KvStorage::int4) cap = (cap + config_.group - 1) / config_.group * config_.group;
+  if (detail::kv_format(config_.storage).grouped()) cap = (cap + config_.group - 1) / config_.group * config_.group;
   while (cap < main) cap *= 2;
   KvSequence grown;
   grown.capacity = cap;
   const KvBlockLayout from = layout(s), to = layout(grown);
   const KvBlockId b = new_block(to);
   if (!s.blocks.empty()) {
-    const std::byte* src = store_.region(s.blocks[0], 0, from.block_bytes);  // blocks of their own
-    std::byte* dst = store_.region(b, 0, to.block_bytes);
-    const int64_t rows = config_.storage == KvStorage::int4 ? s.quantized : s.held;
-    const auto copy_params = [&](int64_t from_off, int64_t to_off, int64_t bytes) {
-      std::memcpy(dst + to_off, src + from_off, static_cast<size_t>(bytes));
-    };
+    // Blocks of their own: the main block's rows (int4: the quantized ones).
+    const int64_t rows = has_residual(config_) ? s.quantized : s.held;
     for (int64_t l = 0; l < config_.layers; ++l)
-      for (int64_t h = 0; h < config_.kv_heads; ++h) {
-        std::memcpy(dst + to.k_offset(l, h), src + from.k_offset(l, h), static_cast<size_t>(rows * from.k_row_bytes));
-        std::memcpy(dst + to.v_offset(l, h), src + from.v_offset(l, h), static_cast<size_t>(rows * from.v_row_bytes));
-        switch (config_.storage) {
-          case KvStorage::int8:
-            copy_params(from.k_params(l, h), to.k_params(l, h), rows * 2);
-            copy_params(from.v_params(l, h), to.v_params(l, h), rows * 2);
-            break;
-          case KvStorage::int4: {
-            const int64_t ng = int4_value_groups(from.v_width, from.group);
-            copy_params(from.k_params(l, h), to.k_params(l, h), rows / from.group * from.k_width * 4);
-            copy_params(from.v_params(l, h), to.v_params(l, h), rows * ng * 2);                      // scales
-            copy_params(from.v_params(l, h) + from.slots * ng * 2, to.v_params(l, h) + cap * ng * 2,  // zeros
-                        rows * ng * 2);
-            break;
-          }
-          default: break;
-        }
-      }
+      for (int64_t h = 0; h < config_.kv_heads; ++h)
+        for (const bool key : {true, false})
+          detail::copy_kv_rows(detail::kv_region(from, store_, s.blocks[0], l, h, key),
+                               detail::kv_region(to, store_, b, l, h, key), rows);
     store_.release(s.blocks[0]);
     s.blocks[0] = b;
   } else {
@@ -531,12 +511,13 @@ void KvCache::append(int64_t seq, int64_t tokens) {
   });
   const int64_t new_held = rolling ? std::min(new_length, s.capacity) : s.held + tokens;
   int64_t new_quantized = s.quantized;
-  if (config_.storage == KvStorage::int4) {
+  const bool residual = has_residual(config_);
+  if (residual) {
     const int64_t G = config_.group, R = config_.residual;
     new_quantized = G * (std::max<int64_t>(new_held - R, 0) / G);
   }
-  const int64_t main_tokens = config_.storage == KvStorage::int4 ? new_quantized : new_held;
-  const int64_t first_written = config_.storage == KvStorage::int4 ? s.quantized : s.held;
+  const int64_t main_tokens = residual ? new_quantized : new_held;
+  const int64_t first_written = residual ? s.quantized : s.held;
   if (config_.layout == KvLayout::contiguous) {
     if (config_.max_tokens > 0)
       check(new_held <= config_.max_tokens, [&] {
@@ -570,8 +551,11 @@ void KvCache::append(int64_t seq, int64_t tokens) {
   s.stored_layers = 0;
 }
 
+// locate() and run_length() run once per run of slots of every decode tile: they ask the
+// residual layout (slots > 0 exactly when the format has a residual) rather than the
+// format's table, one load fewer.
 KvSlot KvCache::locate(const KvSequence& s, int64_t i) const {
-  if (config_.storage == KvStorage::int4 && i >= s.quantized)
+  if (residual_layout_.slots > 0 && i >= s.quantized)
     return {s.residual_block, i % config_.residual_slots(), true};
   switch (config_.layout) {
     case KvLayout::contiguous: return {s.blocks[0], i, false};
@@ -588,7 +572,7 @@ KvSlot KvCache::locate(const KvSequence& s, int64_t i) const {
 
 int64_t KvCache::run_length(const KvSequence& s, int64_t i, int64_t n) const {
   int64_t run = n;
-  if (config_.storage == KvStorage::int4) {
+  if (residual_layout_.slots > 0) {
     if (i >= s.quantized) return std::min(run, config_.residual_slots() - i % config_.residual_slots());
     run = std::min(run, s.quantized - i);
   }

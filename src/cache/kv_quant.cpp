@@ -14,6 +14,7 @@
 #include "attnkit/error.hpp"
 #include "attnkit/shape.hpp"
 #include "attnkit/tensor.hpp"
+#include "cache/kv_format.hpp"
 #include "cache/kv_quant_simd.hpp"
 #include "core/checked_math.hpp"
 
@@ -31,9 +32,10 @@ void check_ptr(const void* p, std::string_view name) {
 }
 
 // A head's width: the SIMD decoders size their parameter buffers by kMaxHeadDim.
-void check_width(int64_t w, bool int4) {
+void check_width(int64_t w, bool packed, std::string_view format = "int4") {
   check_range(w, 1, kMaxHeadDim, "w");
-  if (int4) check(w % 2 == 0, [&] { return fmt::format("w ({}) must be even for int4 (two codes per byte)", w); });
+  if (packed)
+    check(w % 2 == 0, [&] { return fmt::format("w ({}) must be even for {} (two codes per byte)", w, format); });
 }
 
 void check_group(int64_t G) {
@@ -262,34 +264,25 @@ void dequantize_int4_value_rows_reference(const uint8_t* codes, const uint16_t* 
 // ---- bytes ----
 
 KvBlockBytes kv_block_bytes(KvStorage storage, KvStream stream, int64_t tokens, int64_t w, int64_t G) {
+  const detail::KvFormat& f = detail::kv_format(storage);  // the sizes: kv_format.cpp's table
   check_range(tokens, 0, kMaxSeqLen, "tokens");
-  check_width(w, storage == KvStorage::int4);
+  check_width(w, f.packed(), f.name);
   constexpr std::string_view what = "KV block bytes";
-  const int64_t elems = checked_mul(tokens, w, what, "w");
   KvBlockBytes b;
-  switch (storage) {
-    case KvStorage::f32: b.codes = checked_mul(elems, 4, what, "f32 size"); break;
-    case KvStorage::bf16:
-    case KvStorage::f16: b.codes = checked_mul(elems, 2, what, "f16 size"); break;
-    case KvStorage::int8:
-      b.codes = elems;
-      b.params = checked_mul(tokens, 2, what, "f16 scale size");  // one scale per token
-      break;
-    case KvStorage::int4: {
-      check_group(G);
-      b.codes = elems / 2;
-      if (stream == KvStream::key) {
-        check(tokens % G == 0, [&] {
-          return fmt::format("tokens ({}) must be a multiple of G ({}) for int4 keys (whole groups)", tokens, G);
-        });
-        b.params = checked_mul(tokens / G * w, 4, what, "f16 scale + zero size");  // per channel per group
-      } else {
-        b.params = checked_mul(checked_mul(tokens, (w + G - 1) / G, what, "value groups"), 4, what,
-                               "f16 scale + zero size");  // per token per channel group
-      }
-      break;
-    }
+  b.codes = checked_mul(tokens, f.row_bytes(w), what, "w");
+  if (f.grouped()) {
+    check_group(G);
+    if (stream == KvStream::key)
+      check(tokens % G == 0, [&] {
+        return fmt::format("tokens ({}) must be a multiple of G ({}) for {} keys (whole groups)", tokens, G, f.name);
+      });
   }
+  // f16 parameters: those of each token row (int8 scales, int4 value groups), and those
+  // a key group of G tokens shares (int4 keys, per channel).
+  b.params = checked_mul(tokens, f.row_params(stream, w, G), what, "f16 parameter size");
+  if (f.grouped() && stream == KvStream::key)
+    b.params = detail::checked_add(b.params, checked_mul(tokens / G, f.key_group_params(w), what, "key groups"),
+                                   what, "key group parameters");
   return b;
 }
 

@@ -1,14 +1,13 @@
 // Writing and reading K / V rows of a KvCache: store() (RoPE on append, encoding, the int4
-// residual's group-at-a-time quantization) and gather(); the row codecs of every format.
+// residual's group-at-a-time quantization) and gather(). The row codecs of every format
+// are kv_format.cpp's.
 #include <algorithm>
-#include <cassert>
 #include <cstring>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "attnkit/error.hpp"
-#include "attnkit/kv_quant.hpp"
 #include "cache/kv_rows.hpp"
 
 namespace attnkit {
@@ -31,79 +30,9 @@ KvRegionPlace kv_region_place(const KvBlockLayout& layout, int64_t layer, int64_
   return p;
 }
 
-namespace {
-
-uint16_t* f16_params(std::byte* p) { return reinterpret_cast<uint16_t*>(p); }
-
-}  // namespace
-
-void decode_kv_row(const KvRegion& g, int64_t r, float* out) {
-  const std::byte* codes = g.codes + r * g.row_bytes;
-  const int64_t w = g.width;
-  switch (g.storage) {
-    case KvStorage::f32: std::memcpy(out, codes, static_cast<size_t>(w) * 4); return;
-    case KvStorage::bf16: {
-      const auto* x = reinterpret_cast<const uint16_t*>(codes);
-      for (int64_t c = 0; c < w; ++c) out[c] = bf16_to_float(x[c]);
-      return;
-    }
-    case KvStorage::f16: {
-      const auto* x = reinterpret_cast<const uint16_t*>(codes);
-      for (int64_t c = 0; c < w; ++c) out[c] = f16_to_float(x[c]);
-      return;
-    }
-    case KvStorage::int8:
-      dequantize_int8_rows(reinterpret_cast<const int8_t*>(codes), f16_params(g.params) + r, 1, w, out, w);
-      return;
-    case KvStorage::int4: {
-      const auto* q = reinterpret_cast<const uint8_t*>(codes);
-      if (g.key) {
-        const uint16_t* scales = f16_params(g.params) + r / g.group * 2 * w;
-        dequantize_int4_key_group(q, scales, scales + w, 1, w, out, w);
-      } else {
-        const int64_t ng = int4_value_groups(w, g.group);
-        const uint16_t* scales = f16_params(g.params);
-        dequantize_int4_value_rows(q, scales + r * ng, scales + g.slots * ng + r * ng, 1, w, g.group, out, w);
-      }
-      return;
-    }
-  }
-}
-
-void encode_kv_row(const KvRegion& g, int64_t r, const float* x) {
-  std::byte* codes = g.codes + r * g.row_bytes;
-  const int64_t w = g.width;
-  switch (g.storage) {
-    case KvStorage::f32: std::memcpy(codes, x, static_cast<size_t>(w) * 4); return;
-    case KvStorage::bf16: {
-      auto* y = reinterpret_cast<uint16_t*>(codes);
-      for (int64_t c = 0; c < w; ++c) y[c] = float_to_bf16(x[c]);
-      return;
-    }
-    case KvStorage::f16: {
-      auto* y = reinterpret_cast<uint16_t*>(codes);
-      for (int64_t c = 0; c < w; ++c) y[c] = float_to_f16(x[c]);
-      return;
-    }
-    case KvStorage::int8:
-      quantize_int8_row(x, w, reinterpret_cast<int8_t*>(codes), f16_params(g.params) + r);
-      return;
-    case KvStorage::int4: {
-      assert(!g.key);
-      const int64_t ng = int4_value_groups(w, g.group);
-      uint16_t* scales = f16_params(g.params);
-      quantize_int4_value_row(x, w, g.group, reinterpret_cast<uint8_t*>(codes), scales + r * ng,
-                              scales + g.slots * ng + r * ng);
-      return;
-    }
-  }
-}
-
-void encode_int4_key_group(const KvRegion& g, int64_t r0, const float* x) {
-  assert(g.key && g.storage == KvStorage::int4 && r0 % g.group == 0);
-  uint16_t* scales = f16_params(g.params) + r0 / g.group * 2 * g.width;
-  quantize_int4_key_group(x, g.width, g.group, g.width, reinterpret_cast<uint8_t*>(g.codes + r0 * g.row_bytes),
-                          scales, scales + g.width);
+void copy_kv_rows(const KvRegion& from, const KvRegion& to, int64_t rows) {
+  std::memcpy(to.codes, from.codes, static_cast<size_t>(rows * from.row_bytes));
+  if (const auto copy = kv_format(from.storage).copy_params) copy(from, to, rows);
 }
 
 }  // namespace detail
@@ -145,7 +74,8 @@ void KvCache::store(int64_t seq, int64_t layer, const TensorView& k, const Tenso
   check_kv_input(k, "k", H, T, dk);
   check_kv_input(v, "v", H, T, dv);
 
-  const bool int4 = config_.storage == KvStorage::int4;
+  // int4: the newest tokens in the f16 residual, older ones quantized a key group at a time.
+  const bool with_residual = detail::kv_format(config_.storage).residual;
   const bool rotate = config_.rope && config_.positions == KvPositions::absolute;
   const int64_t h0 = s.held - T;  // logical index of the first new token
   const int64_t half = rotate ? config_.rope->resolved_rotary_dim(dk) / 2 : 0;
@@ -163,7 +93,7 @@ void KvCache::store(int64_t seq, int64_t layer, const TensorView& k, const Tenso
     return detail::kv_region(at.residual ? residual_layout_ : main, store_, at.block, layer, h, key);
   };
 
-  if (int4) {
+  if (with_residual) {
     // Groups that became old enough: [quantized_before, quantized), from the residual ring
     // (tokens held before this append) or straight from the input.
     const int64_t G = config_.group;
@@ -180,7 +110,7 @@ void KvCache::store(int64_t seq, int64_t layer, const TensorView& k, const Tenso
           else
             input_key(h, i - h0, out, false);
         }
-        detail::encode_int4_key_group(region(dst, h, true), dst.slot, group.data());
+        detail::encode_kv_key_group(region(dst, h, true), dst.slot, group.data());
         for (int64_t j = 0; j < G; ++j) {
           const int64_t i = g0 + j;
           float* out = group.data() + j * dv;
@@ -195,7 +125,7 @@ void KvCache::store(int64_t seq, int64_t layer, const TensorView& k, const Tenso
     }
   }
   // Every new token not quantized above goes to its slot (int4: the f16 residual).
-  for (int64_t t = std::max<int64_t>(0, (int4 ? s.quantized : 0) - h0); t < T; ++t) {
+  for (int64_t t = std::max<int64_t>(0, (with_residual ? s.quantized : 0) - h0); t < T; ++t) {
     const KvSlot at = locate(s, h0 + t);
     if (rotate) rope_angles(*config_.rope, dk, position(s, h0 + t), cs.data(), cs.data() + half);
     for (int64_t h = 0; h < H; ++h) {

@@ -1,12 +1,13 @@
-// Internal: where one head's rows live inside a KV block, and the per-row encoders and
-// decoders of every storage format (shared by KvCache::store / gather and the decode
-// kernel's generic tile reader).
+// Internal: where one head's rows live inside a KV block, and its rows' encoders and
+// decoders through the format's table (kv_format.hpp), shared by KvCache::store / gather
+// and the decode kernel's generic tile reader.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "attnkit/kv_cache.hpp"
+#include "cache/kv_format.hpp"
 
 namespace attnkit::detail {
 
@@ -45,10 +46,20 @@ inline KvRegion kv_region(const KvBlockLayout& layout, const KvBlockStore& store
 }
 
 // Dequantises row r into out: [width] f32 (f32 / bf16 / f16 convert exactly).
-void decode_kv_row(const KvRegion& region, int64_t r, float* out);
-// Encodes out row r from x: [width] f32 (int4 values only; int4 keys go by groups).
-void encode_kv_row(const KvRegion& region, int64_t r, const float* x);
-// int4 keys: quantizes rows [r0, r0 + G) (one whole group, r0 % G == 0) from x: [G][width].
-void encode_int4_key_group(const KvRegion& region, int64_t r0, const float* x);
+inline void decode_kv_row(const KvRegion& region, int64_t r, float* out) {
+  kv_format(region.storage).decode_row(region, r, out);
+}
+// Encodes row r from x: [width] f32 (a grouped format's keys go by groups, below).
+inline void encode_kv_row(const KvRegion& region, int64_t r, const float* x) {
+  kv_format(region.storage).encode_row(region, r, x);
+}
+// Grouped keys (int4): quantizes rows [r0, r0 + G) (one whole group, r0 % G == 0) from
+// x: [G][width].
+inline void encode_kv_key_group(const KvRegion& region, int64_t r0, const float* x) {
+  kv_format(region.storage).encode_key_group(region, r0, x);
+}
+// Copies rows [0, rows) (codes and parameters) from one region to another of as many or
+// more slots, of the same format and width (a growing block).
+void copy_kv_rows(const KvRegion& from, const KvRegion& to, int64_t rows);
 
 }  // namespace attnkit::detail

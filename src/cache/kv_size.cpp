@@ -9,6 +9,7 @@
 
 #include "attnkit/error.hpp"
 #include "attnkit/shape.hpp"
+#include "cache/kv_format.hpp"
 #include "core/checked_math.hpp"
 
 namespace attnkit {
@@ -16,22 +17,20 @@ namespace attnkit {
 using detail::check_range;
 using detail::checked_add;
 using detail::checked_mul;
+using detail::KvFormat;
+using detail::kv_format;
 
 std::string_view kv_storage_name(KvStorage s) {
-  switch (s) {
-    case KvStorage::f32: return "f32";
-    case KvStorage::bf16: return "bf16";
-    case KvStorage::f16: return "f16";
-    case KvStorage::int8: return "int8";
-    case KvStorage::int4: return "int4";
-  }
-  return "?";
+  return static_cast<size_t>(s) < detail::kKvFormatCount ? kv_format(s).name : "?";
 }
 
 KvStorage parse_kv_storage(std::string_view name) {
-  for (KvStorage s : {KvStorage::f32, KvStorage::bf16, KvStorage::f16, KvStorage::int8, KvStorage::int4})
-    if (name == kv_storage_name(s)) return s;
-  throw Error(fmt::format("dtype '{}' is not one of f32, bf16, f16, int8, int4", name));
+  std::vector<std::string_view> names;
+  for (const KvFormat& f : detail::kv_formats()) {
+    if (name == f.name) return f.storage;
+    names.push_back(f.name);
+  }
+  throw Error(fmt::format("dtype '{}' is not one of {}", name, fmt::join(names, ", ")));
 }
 
 void KvConfig::validate() const {
@@ -60,14 +59,17 @@ void KvConfig::validate() const {
   });
   check_range(group, 1, kMaxKvGroup, "group");
   check_range(residual, 0, kMaxSeqLen, "residual");
-  if (storage == KvStorage::int4) {
+  const KvFormat& f = kv_format(storage);
+  if (f.packed()) {
     // Two 4-bit codes share a byte along the channel axis, so a head vector must pair up.
-    auto even = [](int64_t w, const char* what) {
-      check(w % 2 == 0, [&] { return fmt::format("{} ({}) must be even for int4 storage (two codes per byte)", what, w); });
+    auto even = [&](int64_t w, const char* what) {
+      check(w % 2 == 0, [&] {
+        return fmt::format("{} ({}) must be even for {} storage (two codes per byte)", what, w, f.name);
+      });
     };
     // The int4 codecs (kv_quant.hpp) split value rows into groups of G channels, which
     // must also pair up.
-    even(group, "group");
+    if (f.grouped()) even(group, "group");
     if (is_mla()) {
       even(mla_latent + mla_rope, "mla_latent + mla_rope");
     } else {
@@ -98,9 +100,11 @@ constexpr std::string_view kLayerWhat = "KV cache bytes per layer";
 
 // Bytes of one layer, one sequence, with `quantized` tokens in the quantized format and
 // `plain` tokens at `plain_bytes` per element (the f16 residual of int4, or every token
-// of a float format). The one place the formulas of kv_size.hpp are written down.
+// of a float format). The one place the formulas of kv_size.hpp are written down, from
+// the format's table (kv_format.hpp).
 KvBytes layer_bytes_split(const KvConfig& c, int64_t quantized, int64_t plain, int64_t plain_bytes) {
   const Streams s = streams_of(c);
+  const KvFormat& f = kv_format(c.storage);
   auto mul = [](int64_t a, int64_t b, std::string_view factor) { return checked_mul(a, b, kLayerWhat, factor); };
   auto add = [](int64_t a, int64_t b, std::string_view term) { return checked_add(a, b, kLayerWhat, term); };
   // Elements of a stream over n tokens: n * heads * width.
@@ -110,41 +114,21 @@ KvBytes layer_bytes_split(const KvConfig& c, int64_t quantized, int64_t plain, i
   KvBytes b;
   b.k = mul(elems(plain, s.hk, s.wk), plain_bytes, "dtype size");
   b.v = mul(elems(plain, s.hv, s.wv), plain_bytes, "dtype size");
-  switch (c.storage) {
-    case KvStorage::f32:
-    case KvStorage::bf16:
-    case KvStorage::f16: break;
-    case KvStorage::int8:
-      b.k = add(b.k, elems(quantized, s.hk, s.wk), "int8 K codes");
-      b.v = add(b.v, elems(quantized, s.hv, s.wv), "int8 V codes");
-      // One f16 scale per token per head, for K and for V.
-      b.overhead = mul(mul(quantized, s.hk + s.hv, "kv_heads"), 2, "f16 scale size");
-      break;
-    case KvStorage::int4: {
-      // Widths are even (validated), so the half-byte counts are whole.
-      b.k = add(b.k, elems(quantized, s.hk, s.wk) / 2, "int4 K codes");
-      b.v = add(b.v, elems(quantized, s.hv, s.wv) / 2, "int4 V codes");
-      // f16 scale + f16 zero = 4 bytes per group: K per channel per G tokens, V per token
-      // per ceil(wv / G) channels.
-      const int64_t k_groups = elems(quantized / c.group, s.hk, s.wk);
-      const int64_t v_groups = elems(quantized, s.hv, (s.wv + c.group - 1) / c.group);
-      b.overhead = mul(add(k_groups, v_groups, "V groups"), 4, "f16 scale + zero size");
-      break;
-    }
+  if (quantized > 0) {
+    // Codes (int4: widths are even, validated, so the half-byte counts are whole).
+    b.k = add(b.k, mul(mul(quantized, s.hk, "kv_heads"), f.row_bytes(s.wk), "head_dim"), "K codes");
+    b.v = add(b.v, mul(mul(quantized, s.hv, "kv_heads"), f.row_bytes(s.wv), "head_dim"), "V codes");
+    // f16 parameters: per token row (int8: one scale per token per head, for K and for V;
+    // int4 V: a scale + zero per token per ceil(wv / G) channels), and per group of G
+    // tokens (int4 K: a scale + zero per channel).
+    const int64_t per_row = add(mul(s.hk, f.row_params(KvStream::key, s.wk, c.group), "kv_heads"),
+                                mul(s.hv, f.row_params(KvStream::value, s.wv, c.group), "kv_heads"), "V parameters");
+    const int64_t per_group = mul(s.hk, f.key_group_params(s.wk), "kv_heads");
+    b.overhead = add(mul(quantized, per_row, "tokens"), mul(quantized / c.group, per_group, "tokens"),
+                     "key group parameters");
   }
   add(add(b.k, b.v, "V bytes"), b.overhead, "scale/zero bytes");  // total() must fit too
   return b;
-}
-
-int64_t float_bytes(KvStorage s) {
-  switch (s) {
-    case KvStorage::f32: return 4;
-    case KvStorage::bf16:
-    case KvStorage::f16: return 2;
-    case KvStorage::int8:
-    case KvStorage::int4: return 0;  // not a float format
-  }
-  return 0;
 }
 
 // Quantized / plain split of `tokens` held tokens: {Q, F, bytes per plain element}.
@@ -153,14 +137,11 @@ struct Split {
 };
 
 Split split_tokens(const KvConfig& c, int64_t tokens) {
-  switch (c.storage) {
-    case KvStorage::int8: return {tokens, 0, 0};
-    case KvStorage::int4: {
-      const int64_t q = std::max<int64_t>(tokens - c.residual, 0) / c.group * c.group;
-      return {q, tokens - q, 2};
-    }
-    default: return {0, tokens, float_bytes(c.storage)};
-  }
+  const KvFormat& f = kv_format(c.storage);
+  if (!f.quantized()) return {0, tokens, f.value_bytes()};
+  if (!f.residual) return {tokens, 0, 0};
+  const int64_t q = std::max<int64_t>(tokens - c.residual, 0) / c.group * c.group;
+  return {q, tokens - q, kv_format(detail::kKvResidualStorage).value_bytes()};
 }
 
 }  // namespace
@@ -174,8 +155,8 @@ KvBytes kv_layer_bytes(const KvConfig& cfg, int64_t tokens) {
 
 double kv_bytes_per_token_per_layer(const KvConfig& cfg) {
   cfg.validate();
-  if (cfg.storage == KvStorage::int4)
-    return static_cast<double>(layer_bytes_split(cfg, cfg.group, 0, 2).total()) / static_cast<double>(cfg.group);
+  if (kv_format(cfg.storage).grouped())  // parameters shared by G tokens: the bytes of a group, per token
+    return static_cast<double>(layer_bytes_split(cfg, cfg.group, 0, 0).total()) / static_cast<double>(cfg.group);
   const Split s = split_tokens(cfg, 1);
   return static_cast<double>(layer_bytes_split(cfg, s.quantized, s.plain, s.plain_bytes).total());
 }
@@ -186,7 +167,7 @@ KvSize kv_size(const KvConfig& cfg) {
   out.tokens_held = cfg.tokens_held();
   const Split s = split_tokens(cfg, out.tokens_held);
   out.quantized_tokens = s.quantized;
-  out.residual_tokens = cfg.storage == KvStorage::int4 ? s.plain : 0;
+  out.residual_tokens = kv_format(cfg.storage).residual ? s.plain : 0;
   out.per_layer = layer_bytes_split(cfg, s.quantized, s.plain, s.plain_bytes);
   // Check the total once; each part is no larger, so scaling the parts cannot overflow.
   constexpr std::string_view what = "KV cache total bytes";

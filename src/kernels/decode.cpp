@@ -1,7 +1,8 @@
 // The decode kernel's driver: work items (sequence, KV head, chunk of tiles), the per-tile
 // reader that turns a tile of logical keys into row pointers (one block-table / ring lookup
 // per run of consecutive slots), the per-format tile step, the online softmax, and the
-// split-KV merge. See decode.hpp for the semantics and decode_micro.hpp for the kernels.
+// split-KV merge. See decode.hpp for the semantics, decode_formats.hpp for the per-format
+// table and decode_micro.hpp for the kernels.
 #include <omp.h>
 
 #include <algorithm>
@@ -11,8 +12,8 @@
 #include <limits>
 #include <vector>
 
-#include "attnkit/kv_quant.hpp"
 #include "attnkit/merge.hpp"
+#include "kernels/decode_formats.hpp"
 #include "kernels/decode_plan.hpp"
 #include "kernels/decode_simd.hpp"
 #include "cache/kv_rows.hpp"
@@ -34,27 +35,6 @@ struct Kernels {
   SimdOps simd;
   flash::SimdOps convert;  // bf16 / f16 -> f32 rows
   bool stored;             // stored-byte micro-kernels for bf16 / f16 / int8 / int4 tiles
-};
-
-// One tile's K / V rows as the kernels take them: a pointer per key (one block-table / ring
-// lookup per run of consecutive slots) and the per-key quantization parameters.
-struct TileRows {
-  int64_t lo = -1, n = 0;  // logical keys [lo, lo + n); lo = -1: not resolved
-  bool fast = false;       // stored-byte micro-kernels (else f32 rows for the generic path)
-  KvStorage storage = KvStorage::f32;
-  int64_t group = 0;
-  const void* krows[kTileKeys];
-  const void* vrows[kTileKeys];
-  float kscale[kTileKeys], vscale[kTileKeys];  // int8, converted by convert_scales() from the runs' f16 scales:
-  struct ScaleRun {
-    const uint16_t *k, *v;
-    int64_t j, n;  // rows [j, j + n)
-  };
-  ScaleRun scale_runs[kTileKeys];
-  int64_t scale_run_count = 0;
-  bool scales_ready = false;
-  // int4: the key group's scales / zeros, and the value row's.
-  const uint16_t *kpar_s[kTileKeys], *kpar_z[kTileKeys], *vpar_s[kTileKeys], *vpar_z[kTileKeys];
 };
 
 // Per-thread buffers, allocated before the parallel region.
@@ -83,13 +63,16 @@ struct Scratch {
   }
 };
 
+// The query rows of w in every form the formats' kernels take (decode_formats.hpp).
+QueryRows query_rows(Scratch& w) { return {w.q.data(), w.qb.data(), w.q8.data(), w.qs.data()}; }
+
 struct Item {
   int64_t b, h, t0, t1;  // tiles [t0, t1) of sequence b, KV head h
 };
 
 // Loads, rotates and encodes the packed query rows r = head_in_group * nq + t.
 void prepare_queries(const KvCache& cache, const Plan& p, const TensorView& q, int64_t b, int64_t h,
-                     const KvStorage tile_format, Scratch& w) {
+                     const DecodeFormat& tile_format, Scratch& w) {
   const KvCacheConfig& cfg = cache.config();
   const KvSequence& s = *p.seqs[static_cast<size_t>(b)];
   for (int64_t t = 0; t < p.nq; ++t) {
@@ -108,10 +91,8 @@ void prepare_queries(const KvCache& cache, const Plan& p, const TensorView& q, i
       if (rotate) rope_row_angles(*cfg.rope, p.dk, w.angles.data(), w.angles.data() + half, row);
     }
   }
-  if (tile_format == KvStorage::bf16)
-    for (size_t i = 0; i < w.q.size(); ++i) w.qb[i] = float_to_bf16(w.q[i]);
-  if (tile_format == KvStorage::int8)
-    quantize_q8(w.q.data(), p.rows, p.dk, w.q8.data(), w.qs.data());
+  // The encoding the tiles' kernels take (bf16 rounding, int8 q8), if not f32.
+  if (tile_format.encode_queries) tile_format.encode_queries(query_rows(w), p.rows, p.dk);
 }
 
 // The tile step for one format: S = Q K^T into w.s, then (after the softmax) O += P V. The
@@ -120,12 +101,20 @@ class TileStep {
  public:
   TileStep(const KvCache& cache, const Plan& p, const Kernels& k, int64_t layer, int64_t h, const KvSequence& s,
            Scratch& w)
-      : cache_(cache), p_(p), k_(k), s_(s), w_(w) {
+      : cache_(cache),
+        p_(p),
+        k_(k),
+        s_(s),
+        w_(w),
+        q_(query_rows(w)),
+        convert_{k.convert.bf16_to_f32, k.simd.f16_to_f32} {
     const KvBlockLayout main = cache.layout(s);
     for (int key = 0; key < 2; ++key) {
       main_[key] = detail::kv_region_place(main, layer, h, key == 0);
       residual_[key] = detail::kv_region_place(cache.residual_layout(), layer, h, key == 0);
     }
+    main_format_ = &decode_format(main.storage);
+    residual_format_ = &decode_format(cache.residual_layout().storage);
     w_.rows[0].lo = w_.rows[1].lo = -1;
   }
 
@@ -133,75 +122,44 @@ class TileStep {
   void scores(const Tile& tile, const Tile* next) {
     TileRows& r = w_.rows[w_.cur];
     if (r.lo != tile.lo || !r.fast) resolve(tile, r, true);
-    if (!r.scales_ready) convert_scales(r);
+    if (!r.params_ready) r.format->prepare_params(convert_, r);
     kahead_ = vahead_ = Ahead{};
     if (r.fast && next) {
       TileRows& nx = w_.rows[1 - w_.cur];
       resolve(*next, nx, false);
       if (nx.fast) kahead_ = {nx.krows, nx.n}, vahead_ = {nx.vrows, nx.n};
     }
-    const auto rows = [](const void* const* x, auto t) { return reinterpret_cast<decltype(t) const*>(x); };
-    float* s = w_.s.data();
-    switch (r.fast ? r.storage : KvStorage::f32) {
-      case KvStorage::bf16:
-        scores_bf16_avx512(w_.qb.data(), p_.rows, p_.dk, rows(r.krows, kU16), r.n, s, kahead_);
-        break;
-      case KvStorage::f16:
-        scores_f16_avx512(w_.q.data(), p_.rows, p_.dk, rows(r.krows, kU16), r.n, s, kahead_);
-        break;
-      case KvStorage::int8:
-        scores_int8_avx512(w_.q8.data(), w_.qs.data(), p_.rows, p_.dk, rows(r.krows, kI8), r.kscale, r.n, s,
-                           kahead_);
-        break;
-      case KvStorage::int4:
-        scores_int4_avx512(w_.q.data(), p_.rows, p_.dk, rows(r.krows, kU8), r.kpar_s, r.kpar_z, r.n, s, kahead_);
-        break;
-      default:
-        k_.simd.scores_f32(w_.q.data(), p_.rows, p_.dk, rows(r.krows, kF32), r.n, s);
-    }
+    if (r.fast)
+      r.format->scores(q_, p_.rows, p_.dk, r, w_.s.data(), kahead_);
+    else
+      k_.simd.scores_f32(w_.q.data(), p_.rows, p_.dk, f32_rows(r.krows), r.n, w_.s.data());
   }
 
   // O += P V for the tile of the last scores(), then moves on to the next tile's rows.
   void accumulate() {
     const TileRows& r = w_.rows[w_.cur];
-    const auto rows = [](const void* const* x, auto t) { return reinterpret_cast<decltype(t) const*>(x); };
-    const float* s = w_.s.data();
-    float* acc = w_.acc.data();
-    switch (r.fast ? r.storage : KvStorage::f32) {
-      case KvStorage::bf16:
-        pv_bf16_avx512(s, p_.rows, rows(r.vrows, kU16), r.n, p_.dv, acc, vahead_);
-        break;
-      case KvStorage::f16:
-        pv_f16_avx512(s, p_.rows, rows(r.vrows, kU16), r.n, p_.dv, acc, vahead_);
-        break;
-      case KvStorage::int8:
-        pv_int8_avx512(s, p_.rows, rows(r.vrows, kI8), r.vscale, r.n, p_.dv, acc, vahead_);
-        break;
-      case KvStorage::int4:
-        pv_int4_avx512(s, p_.rows, rows(r.vrows, kU8), r.vpar_s, r.vpar_z, r.group, r.n, p_.dv, acc, vahead_);
-        break;
-      default:
-        k_.simd.pv_f32(s, p_.rows, rows(r.vrows, kF32), r.n, p_.dv, acc);
-    }
+    if (r.fast)
+      r.format->pv(w_.s.data(), p_.rows, r, p_.dv, w_.acc.data(), vahead_);
+    else
+      k_.simd.pv_f32(w_.s.data(), p_.rows, f32_rows(r.vrows), r.n, p_.dv, w_.acc.data());
     w_.cur = 1 - w_.cur;
   }
 
-  // The format the queries must be prepared for.
-  static KvStorage query_format(const Kernels& k, KvStorage storage) { return k.stored ? storage : KvStorage::f32; }
+  // The table entry whose kernels the tiles use, and so the form the queries must take.
+  static const DecodeFormat& query_format(const Kernels& k, KvStorage storage) {
+    return k.stored ? decode_format(storage) : generic_format();
+  }
 
  private:
-  static constexpr const uint16_t* kU16 = nullptr;
-  static constexpr const int8_t* kI8 = nullptr;
-  static constexpr const uint8_t* kU8 = nullptr;
-  static constexpr const float* kF32 = nullptr;
+  static const float* const* f32_rows(const void* const* rows) { return reinterpret_cast<const float* const*>(rows); }
 
   // Fills r for `tile`, run by run; a tile on the generic path is dequantised into the
   // scratch tiles when `dequant` (only the current tile is).
   void resolve(const Tile& tile, TileRows& r, bool dequant) {
     r.lo = tile.lo;
     r.n = tile.hi - tile.lo;
-    r.scale_run_count = 0;
-    r.scales_ready = true;
+    r.run_count = 0;
+    r.params_ready = true;
     for (int64_t i = tile.lo, j = 0; i < tile.hi;) {
       const KvSlot at = cache_.locate(s_, i);
       const int64_t run = cache_.run_length(s_, i, tile.hi - i);
@@ -209,13 +167,14 @@ class TileStep {
       const detail::KvRegion kreg = detail::kv_region_at(place[0], cache_.storage(), at.block);
       const detail::KvRegion vreg = detail::kv_region_at(place[1], cache_.storage(), at.block);
       r.fast = k_.stored && !at.residual;  // uniform over a tile: tiles are cut at the int4 boundary
-      r.storage = kreg.storage;
+      r.format = at.residual ? residual_format_ : main_format_;
       r.group = kreg.group;
       locate_rows(kreg, vreg, r, j, at.slot, run);
       if (!r.fast && dequant) dequantise(kreg, vreg, r, j, run, at.slot, i);
       i += run;
       j += run;
     }
+    if (r.fast && r.format->locate_params) r.format->locate_params(main_[0].shape, main_[1].shape, r);
   }
 
   // Rows [j, j + run) of r are slots [slot, slot + run) of one block.
@@ -233,52 +192,8 @@ class TileStep {
     }
     fill_rows_avx512(kc, kreg.row_bytes, run, r.krows + j);
     fill_rows_avx512(vc, vreg.row_bytes, run, r.vrows + j);
-    const auto* kp = reinterpret_cast<const uint16_t*>(kreg.params);
-    const auto* vp = reinterpret_cast<const uint16_t*>(vreg.params);
-    if (kreg.storage == KvStorage::int8) {
-      // A run's f16 scales are consecutive. They are converted when the tile is computed,
-      // not now: the next tile is resolved a step early, and its scales, one short stretch
-      // per page, would miss in cache here; prefetched now, they arrive during this step.
-      r.scale_runs[r.scale_run_count++] = {kp + slot, vp + slot, j, run};
-      r.scales_ready = false;
-      prefetch_bytes(kp + slot, 2 * run);
-      prefetch_bytes(vp + slot, 2 * run);
-    } else if (kreg.storage == KvStorage::int4) {
-      const int64_t ng = int4_value_groups(p_.dv, vreg.group), G = kreg.group;
-      const int64_t g0 = slot / G, g1 = (slot + run - 1) / G;
-      const auto fill = [&](const uint16_t* base, int64_t step, int64_t count, const uint16_t** out) {
-        fill_rows_avx512(base, step * 2, count, reinterpret_cast<const void**>(out));
-      };
-      // Key group g: its dk scales, then its dk zeros; every key of a group shares them.
-      for (int64_t g = g0, x = 0; g <= g1; ++g) {
-        const int64_t count = std::min((g + 1) * G, slot + run) - (slot + x);
-        fill(kp + g * 2 * p_.dk, 0, count, r.kpar_s + j + x);
-        fill(kp + g * 2 * p_.dk + p_.dk, 0, count, r.kpar_z + j + x);
-        x += count;
-      }
-      fill(vp + slot * ng, ng, run, r.vpar_s + j);
-      fill(vp + vreg.slots * ng + slot * ng, ng, run, r.vpar_z + j);
-      // The kernels read these parameters where they lie: prefetched, as the int8 scales.
-      prefetch_bytes(kp + g0 * 2 * p_.dk, (g1 - g0 + 1) * 4 * p_.dk);
-      prefetch_bytes(vp + slot * ng, 2 * run * ng);
-      prefetch_bytes(vp + vreg.slots * ng + slot * ng, 2 * run * ng);
-    }
-  }
-
-  void convert_scales(TileRows& r) const {
-    for (int64_t i = 0; i < r.scale_run_count; ++i) {
-      const TileRows::ScaleRun& run = r.scale_runs[i];
-      k_.simd.f16_to_f32(run.k, r.kscale + run.j, run.n);
-      k_.simd.f16_to_f32(run.v, r.vscale + run.j, run.n);
-    }
-    r.scales_ready = true;
-  }
-
-  // Asks for the cache lines of [p, p + bytes) to be brought into L2.
-  static void prefetch_bytes(const void* p, int64_t bytes) {
-    const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
-    for (uintptr_t line = first; line < reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes); line += 64)
-      __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
+    // The run's parameters (int8, int4), for the format's locate_params once the tile is resolved.
+    if (r.format->locate_params) r.runs[r.run_count++] = {kreg.params, vreg.params, j, slot, run};
   }
 
   // Generic path: rows [j0, j0 + run) (slots from `slot`, logical from `i0`) of one run as
@@ -287,32 +202,21 @@ class TileStep {
   void dequantise(const detail::KvRegion& kreg, const detail::KvRegion& vreg, TileRows& r, int64_t j0, int64_t run,
                   int64_t slot, int64_t i0) {
     const bool rotate = cache_.rope() != nullptr;
-    const KvStorage fmt = kreg.storage;
-    for (int64_t x = 0; x < run; ++x) {
+    const auto to_f32 = r.format->to_f32;  // null: f32 rows
+    float* kt = w_.ktile.data() + j0 * p_.dk;
+    float* vt = w_.vtile.data() + j0 * p_.dv;
+    if (to_f32) {
+      to_f32(convert_, kreg, slot, run, kt);
+      to_f32(convert_, vreg, slot, run, vt);
+    }
+    for (int64_t x = 0; x < run; ++x, kt += p_.dk, vt += p_.dv) {
       const int64_t j = j0 + x;
-      float* kt = w_.ktile.data() + j * p_.dk;
-      float* vt = w_.vtile.data() + j * p_.dv;
-      const auto* kb = static_cast<const uint16_t*>(r.krows[j]);
-      const auto* vb = static_cast<const uint16_t*>(r.vrows[j]);
-      switch (fmt) {
-        case KvStorage::f32:
-          if (rotate) std::memcpy(kt, r.krows[j], static_cast<size_t>(p_.dk) * 4);
-          break;
-        case KvStorage::bf16:
-          k_.convert.bf16_to_f32(kb, kt, p_.dk);
-          k_.convert.bf16_to_f32(vb, vt, p_.dv);
-          break;
-        case KvStorage::f16:
-          k_.simd.f16_to_f32(kb, kt, p_.dk);
-          k_.simd.f16_to_f32(vb, vt, p_.dv);
-          break;
-        default:
-          detail::decode_kv_row(kreg, slot + x, kt);
-          detail::decode_kv_row(vreg, slot + x, vt);
+      if (rotate) {
+        if (!to_f32) std::memcpy(kt, r.krows[j], static_cast<size_t>(p_.dk) * 4);
+        rope_row(*cache_.rope(), kt, p_.dk, cache_.rope_position(s_, i0 + x));
       }
-      if (rotate) rope_row(*cache_.rope(), kt, p_.dk, cache_.rope_position(s_, i0 + x));
-      if (fmt != KvStorage::f32 || rotate) r.krows[j] = kt;
-      if (fmt != KvStorage::f32) r.vrows[j] = vt;
+      if (to_f32 || rotate) r.krows[j] = kt;
+      if (to_f32) r.vrows[j] = vt;
     }
   }
 
@@ -322,6 +226,9 @@ class TileStep {
   const KvSequence& s_;
   detail::KvRegionPlace main_[2], residual_[2];  // [K, V] of this layer and head
   Scratch& w_;
+  const QueryRows q_;  // w_'s queries, as the formats' kernels take them
+  const RowConverters convert_;
+  const DecodeFormat *main_format_, *residual_format_;
   Ahead kahead_, vahead_;
 };
 
@@ -384,10 +291,8 @@ void decode_attention(const KvCache& cache, int64_t layer, std::span<const int64
   // Chosen per call, not cached: hwy::DisableTargets (the tests' way of running every
   // target) must take effect. Filling the tables costs a few loads.
   Kernels k{simd_ops(), flash::simd_ops(), false};
-  const bool int4 = cfg.storage == KvStorage::int4;
-  const bool stored_format = cfg.storage != KvStorage::f32;  // bf16, f16, int8, int4
-  k.stored = opts.kernel == DecodeKernel::automatic && stored_format && avx512_available() &&
-             avx512_supports(p.dk, p.dv, int4 ? cfg.group : 0) && cache.rope() == nullptr;
+  k.stored = opts.kernel == DecodeKernel::automatic && stored_kernels_fit(cfg.storage, p.dk, p.dv, cfg.group) &&
+             cache.rope() == nullptr;
 
   // Work items, and the split of each (sequence, KV head) along its keys.
   std::vector<Item> items;

@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "attnkit/error.hpp"
-#include "attnkit/kv_quant.hpp"
+#include "cache/kv_format.hpp"
 #include "kernels/decode_plan.hpp"
 
 namespace attnkit {
@@ -113,7 +113,9 @@ Plan make_plan(const KvCache& cache, int64_t layer, std::span<const int64_t> seq
     });
     p.seqs.push_back(&s);
     std::vector<Tile> tiles;
-    const int64_t cut = cfg.storage == KvStorage::int4 ? s.quantized : s.held;
+    // A format with a residual (int4) holds keys [0, quantized) in its own format and the
+    // newest ones in the residual's: tiles are cut there.
+    const int64_t cut = detail::kv_format(cfg.storage).residual ? s.quantized : s.held;
     const int64_t lo = p.window == 0 ? 0 : std::max<int64_t>(0, s.held - p.nq - p.window + 1);
     if (p.sinks >= lo) {
       add_tiles(0, s.held, cut, tiles);
@@ -138,25 +140,28 @@ int64_t decode_bytes_read(const KvCache& cache, std::span<const int64_t> seqs, i
                         {static_cast<int64_t>(seqs.size()), cfg.kv_heads, nq, cfg.v_width()});
   const decode::Plan p = decode::make_plan(cache, 0, seqs, q, o, opts, {});
   const KvBlockLayout res = cache.residual_layout();
+  const bool with_residual = detail::kv_format(cfg.storage).residual;
   int64_t bytes = 0;
   for (size_t b = 0; b < p.tiles.size(); ++b) {
     const KvBlockLayout main = cache.layout(*p.seqs[b]);
     int64_t last_group = -1;
     for (const decode::Tile& t : p.tiles[b]) {
-      const int64_t n = t.hi - t.lo;
-      const bool residual = cfg.storage == KvStorage::int4 && t.lo >= p.seqs[b]->quantized;
-      const KvBlockLayout& lay = residual ? res : main;
-      int64_t per_token = lay.k_row_bytes + lay.v_row_bytes;
-      if (lay.storage == KvStorage::int8) per_token += 4;
-      if (lay.storage == KvStorage::int4) {
-        per_token += 4 * int4_value_groups(lay.v_width, lay.group);
-        for (int64_t i = t.lo; i < t.hi; ++i)  // key groups: scales + zeros once per group touched
-          if (i / cfg.group != last_group) {
-            last_group = i / cfg.group;
-            bytes += 4 * lay.k_width * cfg.kv_heads;
+      // A tile lies wholly in the main block or in the residual (make_plan cuts it there).
+      const KvBlockLayout& lay = with_residual && t.lo >= p.seqs[b]->quantized ? res : main;
+      const detail::KvFormat& f = detail::kv_format(lay.storage);
+      // A key's K and V rows as stored: codes, and the parameters each row has alone
+      // (int8 scales, int4 value groups' scales and zeros).
+      const int64_t per_token = lay.k_row_bytes + lay.v_row_bytes +
+                                f.row_params(KvStream::key, lay.k_width, lay.group) +
+                                f.row_params(KvStream::value, lay.v_width, lay.group);
+      bytes += (t.hi - t.lo) * per_token * cfg.kv_heads;
+      // Parameters shared by a key group (int4 keys), once per group touched.
+      if (const int64_t per_group = f.key_group_params(lay.k_width); per_group > 0)
+        for (int64_t i = t.lo; i < t.hi; ++i)
+          if (i / lay.group != last_group) {
+            last_group = i / lay.group;
+            bytes += per_group * cfg.kv_heads;
           }
-      }
-      bytes += n * per_token * cfg.kv_heads;
     }
   }
   return bytes;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <new>
 #include <vector>
 
 #include "attnkit/merge.hpp"
@@ -18,6 +19,7 @@
 #include "kernels/decode_simd.hpp"
 #include "cache/kv_rows.hpp"
 #include "kernels/flash.hpp"
+#include "kernels/nonfinite.hpp"
 #include "kernels/online_softmax.hpp"
 
 namespace attnkit {
@@ -37,26 +39,45 @@ struct Kernels {
   bool stored;             // stored-byte micro-kernels for bf16 / f16 / int8 / int4 tiles
 };
 
+// Vectors on 64-byte boundaries: the micro-kernels' AVX-512 loads and stores of acc, s and
+// the tiles then never split a cache line. With malloc's 16-byte alignment, adding one
+// buffer to Scratch moved acc off a line boundary and slowed a bf16 decode of 65536 keys
+// by 7 % (interleaved runs).
+template <class T>
+struct LineAligned {
+  using value_type = T;
+  LineAligned() = default;
+  template <class U>
+  LineAligned(const LineAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* ptr, size_t) { ::operator delete(ptr, std::align_val_t{64}); }
+  bool operator==(const LineAligned&) const = default;
+};
+template <class T>
+using AlignedVector = std::vector<T, LineAligned<T>>;
+
 // Per-thread buffers, allocated before the parallel region.
 struct Scratch {
-  std::vector<float> q, s, bias, acc, m, l, alpha, ktile, vtile, angles, qs;
-  std::vector<uint16_t> qb;
-  std::vector<int8_t> q8;
+  AlignedVector<float> q, s, bias, acc, acc_before, m, l, alpha, ktile, vtile, angles, qs, vrow;
+  AlignedVector<uint16_t> qb;
+  AlignedVector<int8_t> q8;
   TileRows rows[2];  // the current tile's rows, and the next one's
   int cur = 0;
 
   Scratch(const Plan& p) {
-    const auto z = [](std::vector<float>& v, int64_t n) { v.assign(static_cast<size_t>(n), 0.0f); };
+    const auto z = [](AlignedVector<float>& v, int64_t n) { v.assign(static_cast<size_t>(n), 0.0f); };
     z(q, p.rows * p.dk);
     z(s, p.rows * kTileKeys);
     z(bias, p.rows * kTileKeys);
     z(acc, p.rows * p.dv);
+    z(acc_before, p.rows * p.dv);
     z(m, p.rows);
     z(l, p.rows);
     z(alpha, p.rows);
     z(ktile, kTileKeys * p.dk);
     z(vtile, kTileKeys * p.dv);
     z(angles, p.dk);
+    z(vrow, p.dv);
     qb.assign(static_cast<size_t>(p.rows * p.dk), 0);
     q8.assign(static_cast<size_t>(p.rows * p.dk), 0);
     z(qs, p.rows);
@@ -136,12 +157,25 @@ class TileStep {
   }
 
   // O += P V for the tile of the last scores(), then moves on to the next tile's rows.
-  void accumulate() {
-    const TileRows& r = w_.rows[w_.cur];
-    if (r.fast)
-      r.format->pv(w_.s.data(), p_.rows, r, p_.dv, w_.acc.data(), vahead_);
-    else
-      k_.simd.pv_f32(w_.s.data(), p_.rows, f32_rows(r.vrows), r.n, p_.dv, w_.acc.data());
+  // `partial`: the tile is not full (w_.bias holds its mask), and a NaN or inf in V at a
+  // key hidden from a row must not reach that row (add_nonfinite_values). Such a key makes
+  // the row's accumulator non-finite, so a partial tile is computed as usual and checked
+  // after: only when some accumulator is not finite (a bad value in this tile's V, or one
+  // a row already saw) is it redone from a copy with the guard. The copy and the check
+  // read rows x dv floats; scanning the tile's V each time read kTileKeys x dv and cost up
+  // to 12 % of an f16 decode of 256 keys with Nq = 3 (two tiles per head, one partial).
+  // Full tiles pay nothing.
+  void accumulate(bool partial) {
+    TileRows& r = w_.rows[w_.cur];
+    float* acc = w_.acc.data();
+    const int64_t size = p_.rows * p_.dv;
+    if (partial) std::copy(acc, acc + size, w_.acc_before.data());
+    pv(r);
+    if (partial && nonfinite::any_f32(acc, size)) {
+      std::copy(w_.acc_before.data(), w_.acc_before.data() + size, acc);
+      add_nonfinite_values(r);
+      pv(r);
+    }
     w_.cur = 1 - w_.cur;
   }
 
@@ -152,6 +186,13 @@ class TileStep {
 
  private:
   static const float* const* f32_rows(const void* const* rows) { return reinterpret_cast<const float* const*>(rows); }
+
+  void pv(const TileRows& r) {
+    if (r.fast)
+      r.format->pv(w_.s.data(), p_.rows, r, p_.dv, w_.acc.data(), vahead_);
+    else
+      k_.simd.pv_f32(w_.s.data(), p_.rows, f32_rows(r.vrows), r.n, p_.dv, w_.acc.data());
+  }
 
   // Fills r for `tile`, run by run; a tile on the generic path is dequantised into the
   // scratch tiles when `dequant` (only the current tile is).
@@ -194,6 +235,30 @@ class TileStep {
     fill_rows_avx512(vc, vreg.row_bytes, run, r.vrows + j);
     // The run's parameters (int8, int4), for the format's locate_params once the tile is resolved.
     if (r.format->locate_params) r.runs[r.run_count++] = {kreg.params, vreg.params, j, slot, run};
+  }
+
+  // NaN and inf in V at keys a row may not see: such a key has P = 0 in that row, and
+  // 0 * NaN = NaN in O += P V would poison the row, against the rule that NaN reaches only
+  // the rows that see it. So the keys of this tile whose V row is not finite get p v added
+  // to the rows that see them here, with a plain loop, and are then read by the kernels as
+  // zero rows (the order of the two additions matters only in rows that see such a key,
+  // which are not finite anyway), as flash does on its Partial tiles.
+  void add_nonfinite_values(TileRows& r) {
+    const DecodeFormat& f = r.fast ? *r.format : generic_format();  // as the kernels read the rows
+    int64_t bad[kTileKeys];
+    const int64_t count = f.nonfinite_values(r, p_.dv, bad);
+    float* v = w_.vrow.data();
+    for (int64_t x = 0; x < count; ++x) {
+      const int64_t j = bad[x];
+      f.value_to_f32(r, j, p_.dv, v);
+      for (int64_t row = 0; row < p_.rows; ++row) {
+        if (w_.bias[static_cast<size_t>(row * kTileKeys + j)] == kNegInf) continue;  // hidden from this row
+        const float pj = w_.s[static_cast<size_t>(row * kTileKeys + j)];
+        float* acc = w_.acc.data() + row * p_.dv;
+        for (int64_t c = 0; c < p_.dv; ++c) acc[c] += pj * v[c];
+      }
+      zero_value(r, j);
+    }
   }
 
   // Generic path: rows [j0, j0 + run) (slots from `slot`, logical from `i0`) of one run as
@@ -263,14 +328,15 @@ void run_item(const KvCache& cache, const Plan& p, const Kernels& k, int64_t lay
   for (int64_t t = it.t0; t < it.t1; ++t) {
     const Tile& tile = tiles[static_cast<size_t>(t)];
     step.scores(tile, t + 1 < it.t1 ? &tile + 1 : nullptr);
+    const bool partial = !p.full(s.held, tile);
     const float* bias = nullptr;
-    if (!p.full(s.held, tile) || !p.alibi.empty()) {
+    if (partial || !p.alibi.empty()) {
       fill_bias(p, s.held, it.h, tile, w.bias.data());
       bias = w.bias.data();
     }
     k.simd.softmax_tile(w.s.data(), p.rows, tile.hi - tile.lo, prm, bias, w.m.data(), w.l.data(), w.alpha.data());
     k.simd.rescale_rows(w.acc.data(), p.rows, p.dv, w.alpha.data());
-    step.accumulate();
+    step.accumulate(partial);
   }
   for (int64_t r = 0; r < p.rows; ++r) {
     m[r] = w.m[static_cast<size_t>(r)];

@@ -1,14 +1,19 @@
 // The decode kernel's table per storage format (decode_formats.hpp): small adapters from
 // one tile signature to each format's stored-byte micro-kernels, the query encodings,
-// the per-key parameter pointers, and the generic path's f32 rows.
+// the per-key parameter pointers, the generic path's f32 rows, and the checks of the guard
+// of hidden NaN / inf.
 #include "kernels/decode_formats.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "attnkit/kv_quant.hpp"
+#include "attnkit/shape.hpp"
 #include "attnkit/tensor.hpp"
+#include "kernels/nonfinite.hpp"
 
 namespace attnkit::decode {
 namespace {
@@ -130,14 +135,71 @@ void rows_codec(const RowConverters&, const KvRegion& g, int64_t slot, int64_t n
   for (int64_t x = 0; x < n; ++x, out += g.width) decode(g, slot + x, out);
 }
 
+// ---- the guard of hidden NaN / inf: which V rows are not finite, and as f32 ----
+
+// Keys j < t.n for which bad_row(j) holds.
+template <class BadRow>
+int64_t list_keys(const TileRows& t, int64_t* bad, BadRow&& bad_row) {
+  int64_t count = 0;
+  for (int64_t j = 0; j < t.n; ++j)
+    if (bad_row(j)) bad[count++] = j;
+  return count;
+}
+
+int64_t nonfinite_f32(const TileRows& t, int64_t dv, int64_t* bad) {
+  return list_keys(t, bad, [&](int64_t j) { return nonfinite::any_f32(rows_as<float>(t.vrows)[j], dv); });
+}
+template <uint16_t Exponent>
+int64_t nonfinite_16(const TileRows& t, int64_t dv, int64_t* bad) {
+  return list_keys(t, bad, [&](int64_t j) { return nonfinite::any_16(rows_as<uint16_t>(t.vrows)[j], dv, Exponent); });
+}
+int64_t nonfinite_int8(const TileRows& t, int64_t, int64_t* bad) {
+  return list_keys(t, bad, [&](int64_t j) { return !std::isfinite(t.vscale[j]); });
+}
+int64_t nonfinite_int4(const TileRows& t, int64_t dv, int64_t* bad) {
+  const int64_t ng = int4_value_groups(dv, t.group);
+  return list_keys(t, bad, [&](int64_t j) {
+    return nonfinite::any_16(t.vpar_s[j], ng, nonfinite::kF16Exponent) ||
+           nonfinite::any_16(t.vpar_z[j], ng, nonfinite::kF16Exponent);
+  });
+}
+
+void value_f32(const TileRows& t, int64_t j, int64_t dv, float* out) {
+  std::memcpy(out, t.vrows[j], static_cast<size_t>(dv) * 4);
+}
+template <float (*ToFloat)(uint16_t)>
+void value_16(const TileRows& t, int64_t j, int64_t dv, float* out) {
+  const uint16_t* x = rows_as<uint16_t>(t.vrows)[j];
+  for (int64_t c = 0; c < dv; ++c) out[c] = ToFloat(x[c]);
+}
+void value_int8(const TileRows& t, int64_t j, int64_t dv, float* out) {
+  const int8_t* x = rows_as<int8_t>(t.vrows)[j];
+  for (int64_t c = 0; c < dv; ++c) out[c] = t.vscale[j] * static_cast<float>(x[c]);
+}
+void value_int4(const TileRows& t, int64_t j, int64_t dv, float* out) {
+  dequantize_int4_value_rows(rows_as<uint8_t>(t.vrows)[j], t.vpar_s[j], t.vpar_z[j], 1, dv, t.group, out, dv);
+}
+
+// Zero codes of a row of any format and width, and zero f16 parameters.
+alignas(64) constexpr std::byte kZeros[kMaxHeadDim * 4] = {};
+
 }  // namespace
 
+void zero_value(TileRows& t, int64_t j) {
+  t.vrows[j] = kZeros;
+  t.vscale[j] = 0;
+  t.vpar_s[j] = t.vpar_z[j] = reinterpret_cast<const uint16_t*>(kZeros);
+}
+
 constexpr DecodeFormat kDecodeFormatTable[detail::kKvFormatCount] = {
-    {KvStorage::f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr},
-    {KvStorage::bf16, scores_bf16, pv_bf16, queries_bf16, nullptr, nullptr, rows_16<&RowConverters::bf16_to_f32>},
-    {KvStorage::f16, scores_f16, pv_f16, nullptr, nullptr, nullptr, rows_16<&RowConverters::f16_to_f32>},
-    {KvStorage::int8, scores_int8, pv_int8, queries_q8, locate_int8, prepare_int8, rows_codec},
-    {KvStorage::int4, scores_int4, pv_int4, nullptr, locate_int4, nullptr, rows_codec},
+    {KvStorage::f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nonfinite_f32, value_f32},
+    {KvStorage::bf16, scores_bf16, pv_bf16, queries_bf16, nullptr, nullptr, rows_16<&RowConverters::bf16_to_f32>,
+     nonfinite_16<nonfinite::kBf16Exponent>, value_16<bf16_to_float>},
+    {KvStorage::f16, scores_f16, pv_f16, nullptr, nullptr, nullptr, rows_16<&RowConverters::f16_to_f32>,
+     nonfinite_16<nonfinite::kF16Exponent>, value_16<f16_to_float>},
+    {KvStorage::int8, scores_int8, pv_int8, queries_q8, locate_int8, prepare_int8, rows_codec, nonfinite_int8,
+     value_int8},
+    {KvStorage::int4, scores_int4, pv_int4, nullptr, locate_int4, nullptr, rows_codec, nonfinite_int4, value_int4},
 };
 
 static_assert([] {

@@ -6,7 +6,8 @@
 // (decode.cpp) calls through it once per tile (the generic path: once per run of slots),
 // never per key. The formats'
 // sizes, parameters and codecs are the cache's table (cache/kv_format.hpp); the bytes a
-// decode reads follow from those (decode_bytes_read()).
+// decode reads follow from those (decode_bytes_read()). It also holds the checks of the
+// guard that keeps NaN / inf in V at a hidden key out of the rows that cannot see it.
 #pragma once
 
 #include <cstddef>
@@ -78,12 +79,24 @@ struct DecodeFormat {
   // Generic path: slots [slot, slot + n) of a region as f32, out: [n][width]. Null: the
   // rows are f32 already and are read where they lie.
   void (*to_f32)(const RowConverters& c, const detail::KvRegion& region, int64_t slot, int64_t n, float* out);
+  // The guard of hidden NaN / inf (decode.cpp), on tiles that are not full, over the rows
+  // and parameters the kernels read (the f32 entry: the generic path's f32 rows). Lists in
+  // bad the keys j < t.n whose V row holds a NaN or inf and returns their count: bf16 /
+  // f16 codes with an all-ones exponent, int8 / int4 a non-finite scale or zero (codes are
+  // finite; the codecs store a poisoned row or group as NaN parameters).
+  int64_t (*nonfinite_values)(const TileRows& t, int64_t dv, int64_t* bad);
+  // Key j's V row as f32, out: [dv].
+  void (*value_to_f32)(const TileRows& t, int64_t j, int64_t dv, float* out);
 };
 
 extern const DecodeFormat kDecodeFormatTable[detail::kKvFormatCount];  // indexed by KvStorage
 inline const DecodeFormat& decode_format(KvStorage s) { return kDecodeFormatTable[static_cast<size_t>(s)]; }
 // The entry of the generic path's tiles: f32 rows, f32 queries.
 inline const DecodeFormat& generic_format() { return decode_format(KvStorage::f32); }
+
+// Makes the kernels read key j's V as zeros, in every format: its row at zero codes, its
+// int8 scale 0, its int4 scales and zeros at zeros (then every term of key j is 0 * 0).
+void zero_value(TileRows& t, int64_t j);
 
 // The stored-byte micro-kernels serve a cache of this format at these widths (int4: and
 // group G) on this CPU.

@@ -138,7 +138,8 @@ void PvF32(const float* p, int64_t rows, const float* const* vrows, int64_t n, i
     }
 }
 
-// One tile of the online softmax, per row: x = mods(scale * s) + bias, m' = max(m, max x),
+// One tile of the online softmax, per row: x = mods(scale * s) + bias (x = -inf where the
+// bias is -inf, whatever s), m' = max(m, max x),
 // p = exp(x - m'), alpha = exp(m - m'), l = alpha l + sum p; p overwrites s. A row with
 // nothing visible so far keeps m = -inf, p = 0, alpha = 1.
 // SoftmaxTile on R <= 4 rows at once: their max and sum reductions and exponentials are
@@ -160,7 +161,12 @@ HWY_INLINE void SoftmaxRows(DF d, float* s, int64_t n, const SoftmaxParams& prm,
       float* x = s + r * kTileKeys + j;
       VF v = hn::Mul(hn::LoadU(d, x), scale);
       if (cap) v = sm::Softcap(d, v, c, two_over_c);
-      if (bias) v = hn::Add(v, hn::LoadU(d, bias + r * kTileKeys + j));
+      if (bias) {
+        // A -inf bias hides the key: selected, not added, as NaN + -inf is NaN and a NaN or
+        // inf score at a hidden key (from K) would poison the row.
+        const VF b = hn::LoadU(d, bias + r * kTileKeys + j);
+        v = hn::IfThenElse(b == neg_inf, neg_inf, hn::Add(v, b));
+      }
       v = hn::IfThenElse(in, v, neg_inf);
       hn::StoreU(v, d, x);
       mx[r] = hn::Max(mx[r], v);
@@ -217,16 +223,31 @@ void RescaleRows(float* acc, int64_t rows, int64_t dv, const float* alpha) {
   }
 }
 
-// f16 rows to f32: vcvtph2ps where the target has F16C (AVX2, AVX-512), Highway's exact
+// f16 rows to f32: vcvtph2ps where the target has F16C (AVX2, AVX-512), Highway's
 // emulation elsewhere; one instruction per vector, where flash's bit-exact shared path
-// spends about ten (it dominated the f16 decode profile).
+// spends about ten (it dominated the f16 decode profile). Highway 1.0.3's emulation (SSE4
+// and below) turns inf / NaN into large finite values (a NaN scale of a poisoned int8 row
+// would read as finite), so there lanes with an all-ones exponent are redone from their
+// bits: sign, all-ones exponent, mantissa << 13.
 void F16ToF32(const uint16_t* src, float* dst, int64_t n) {
   const DF d;
   const hn::Rebind<hwy::float16_t, DF> dh;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const auto* h = reinterpret_cast<const hwy::float16_t*>(src);
   int64_t i = 0;
-  for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, h + i)), d, dst + i);
+  for (; i + N <= n; i += N) {
+    VF x = hn::PromoteTo(d, hn::LoadU(dh, h + i));
+#if HWY_TARGET >= HWY_SSE4 || defined(HWY_DISABLE_F16C)
+    const hn::RebindToUnsigned<DF> du;
+    const auto bits = hn::PromoteTo(du, hn::LoadU(hn::Rebind<uint16_t, DF>(), src + i));
+    const auto special = hn::And(bits, hn::Set(du, 0x7C00u)) == hn::Set(du, 0x7C00u);
+    const auto sign = hn::ShiftLeft<16>(hn::And(bits, hn::Set(du, 0x8000u)));
+    const auto mantissa = hn::ShiftLeft<13>(hn::And(bits, hn::Set(du, 0x3FFu)));
+    const auto inf_nan = hn::Or(hn::Or(sign, hn::Set(du, 0x7F800000u)), mantissa);
+    x = hn::IfThenElse(hn::RebindMask(d, special), hn::BitCast(d, inf_nan), x);
+#endif
+    hn::StoreU(x, d, dst + i);
+  }
   for (; i < n; ++i) dst[i] = f16_to_float(src[i]);
 }
 

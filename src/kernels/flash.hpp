@@ -37,12 +37,17 @@ struct KvRows {
   int64_t width;  // keys in this tile (<= kBlockKeys)
 };
 
-// Per-row data of the mask of a Partial tile: `levels` half-open intervals per row, in
-// key offsets relative to the tile start, lo[t * rp + r] .. hi[t * rp + r].
+// Per-row data of the mask of a Partial tile: `levels` half-open intervals per row,
+// lo[t * rp + r] .. hi[t * rp + r], in key offsets from the tile's first visible key.
+// Every visible key of the tile lies in [k0 + offset, k0 + offset + width) (offset a
+// multiple of 4), so a kernel computes only those columns: a tile whose rows see only a
+// few global keys, or the two edges of a band, costs its visible span, not Bc keys.
 struct TileMask {
   const float* lo;
   const float* hi;
   int64_t levels;
+  int64_t offset = 0;
+  int64_t width = 0;  // 0: no row sees any key of the tile
 };
 
 // Score modifiers, applied to scaled scores in natural units.
@@ -65,6 +70,10 @@ struct SimdOps {
   void (*online_softmax)(float* st, int64_t rp, int64_t width, float* m, float* l, float* alpha);
   // Ot[c][r] = alpha[r] Ot[c][r] + sum_j V[j][c] Pt[j][r].
   void (*accumulate)(float* ot, int64_t rp, int64_t dv, const float* alpha, const float* pt, const KvRows& kv);
+  // Whether any of `rows` rows of `dim` values, row j at x + j * stride, holds inf or NaN:
+  // f32, or 16-bit floats whose exponent field is `exponent` (0x7F80 bf16, 0x7C00 f16).
+  bool (*any_nonfinite_f32)(const float* x, int64_t stride, int64_t rows, int64_t dim);
+  bool (*any_nonfinite_16)(const uint16_t* x, int64_t stride, int64_t rows, int64_t dim, uint16_t exponent);
   // dst[i] = float(src[i]) for bf16 / f16 sources (bit patterns in uint16).
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);

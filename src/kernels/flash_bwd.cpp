@@ -26,6 +26,7 @@
 #include "attnkit/backward.hpp"
 #include "kernels/flash.hpp"
 #include "kernels/online_softmax.hpp"
+#include "kernels/tile_mask.hpp"
 
 namespace attnkit::flash {
 
@@ -72,16 +73,14 @@ struct Workspace {
   hwy::AlignedFreeUniquePtr<float[]> lse, d, pos, pos_rel, slopes, ones;  // [Rp]
   hwy::AlignedFreeUniquePtr<float[]> k_rows, v_rows, k_clean;  // the item's K, V as f32 [Bc][D]
   hwy::AlignedFreeUniquePtr<float[]> dk_acc, dv_acc, tmp, dqt;  // [Bc][Dqk'], [Bc][Dv'], product, [Dqk][Rp]
-  hwy::AlignedFreeUniquePtr<float[]> mask_lo, mask_hi;
-  int64_t mask_capacity = 0;
   std::vector<float> row;  // one input row as f32
   std::vector<int64_t> bad_k, bad_q, bad_do;
-  std::vector<KeyInterval> keys;
+  TileMaskBuilder masks;  // of the visiting query tile's Partial tiles
   std::vector<QTileRef> column;
   std::vector<TileRef> line;
   std::vector<BlockVisit> visits;
 
-  explicit Workspace(const Plan& p) {
+  explicit Workspace(const Plan& p) : masks(p.bm, p.heads, p.rp) {
     const AttnShape& s = p.s;
     qt = alloc<float>(s.d_qk * p.rp);
     qr = alloc<float>(p.rp * p.dqk_pad);
@@ -102,12 +101,6 @@ struct Workspace {
     dqt = alloc<float>(s.d_qk * p.rp);
     row.resize(static_cast<size_t>(std::max(s.d_qk, s.d_v)));
   }
-  void reserve_mask(int64_t floats) {
-    if (floats <= mask_capacity) return;
-    mask_capacity = std::max(floats, 2 * mask_capacity);
-    mask_lo = alloc<float>(mask_capacity);
-    mask_hi = alloc<float>(mask_capacity);
-  }
 };
 
 // Row (b, h, i) of a [B, H, N, D] view as f32 into out [D]; false when a value is not finite.
@@ -122,9 +115,7 @@ bool load_row(const SimdOps& ops, const TensorView& t, int64_t b, int64_t h, int
   } else {
     for (int64_t c = 0; c < dim; ++c) out[c] = static_cast<float>(t.load(off + c * t.stride(3)));
   }
-  bool finite = true;
-  for (int64_t c = 0; c < dim; ++c) finite &= std::fabs(out[c]) <= std::numeric_limits<float>::max();
-  return finite;
+  return !ops.any_nonfinite_f32(out, dim, 1, dim);
 }
 
 // The query head and position of packed row r of query tile qt (chunk ch of KV head hk's
@@ -168,14 +159,11 @@ std::vector<float> row_dots(const Plan& p, const SimdOps& ops, const TensorView&
 
 // Packs query tile qt (chunk ch) of (b, hk): Q scaled as Qt and row-major Q, dO as dOt and
 // row-major dO, and the rows' LSE, D, positions and slopes. Lists rows with non-finite Q / dO.
+// Columns past d_qk / d_v of the row-major tiles stay zero from the workspace's allocation.
 void pack_rows(const Plan& p, const SimdOps& ops, const TensorView& q, const TensorView& lse, const TensorView& d_o,
                const std::vector<float>& dvec, const AttendOptions& opts, int64_t b, int64_t hk, int64_t ch,
                int64_t qt, Workspace& w) {
   const AttnShape& s = p.s;
-  std::fill(w.qt.get(), w.qt.get() + s.d_qk * p.rp, 0.0f);
-  std::fill(w.dot.get(), w.dot.get() + s.d_v * p.rp, 0.0f);
-  std::fill(w.qr.get(), w.qr.get() + p.rp * p.dqk_pad, 0.0f);
-  std::fill(w.dor.get(), w.dor.get() + p.rp * p.dv_pad, 0.0f);
   w.bad_q.clear();
   w.bad_do.clear();
   for (int64_t r = 0; r < p.rp; ++r) {
@@ -185,7 +173,11 @@ void pack_rows(const Plan& p, const SimdOps& ops, const TensorView& q, const Ten
     w.slopes[r] = valid && !opts.alibi_slopes.empty() ? static_cast<float>(opts.alibi_slopes[size_t(h)]) : 0.0f;
     w.lse[r] = kPosInf;
     w.d[r] = 0;
-    if (!valid) continue;
+    if (!valid) {  // every row is written, so the tiles need no clearing per visit
+      for (int64_t c = 0; c < s.d_qk; ++c) w.qt[c * p.rp + r] = w.qr[r * p.dqk_pad + c] = 0.0f;
+      for (int64_t c = 0; c < s.d_v; ++c) w.dot[c * p.rp + r] = w.dor[r * p.dv_pad + c] = 0.0f;
+      continue;
+    }
     const float l = static_cast<float>(lse.get(b, h, i));
     w.lse[r] = l == kNegInf ? kPosInf : l;  // no key and no sink: no gradient
     w.d[r] = dvec[static_cast<size_t>((b * s.q_heads + h) * s.q_len + i)];
@@ -202,32 +194,6 @@ void pack_rows(const Plan& p, const SimdOps& ops, const TensorView& q, const Ten
       w.dor[r * p.dv_pad + c] = row[c];
     }
   }
-}
-
-// The mask levels of a Partial tile (see TileMask): per query position of tile qt, the
-// allowed key intervals overlapping [k0, k0 + width), relative to k0, on its packed rows.
-TileMask build_mask(const Plan& p, Workspace& w, int64_t qt, int64_t k0, int64_t width) {
-  std::vector<std::vector<KeyInterval>> cut(static_cast<size_t>(p.bm));
-  int64_t levels = 1;
-  for (int64_t il = 0; il < p.bm && qt * p.bm + il < p.s.q_len; ++il) {
-    p.pattern.keys(qt * p.bm + il, w.keys);
-    for (const KeyInterval& iv : w.keys)
-      if (iv.end > k0 && iv.begin < k0 + width)
-        cut[size_t(il)].push_back({std::max<int64_t>(iv.begin - k0, 0), std::min<int64_t>(iv.end - k0, width)});
-    levels = std::max<int64_t>(levels, static_cast<int64_t>(cut[size_t(il)].size()));
-  }
-  w.reserve_mask(levels * p.rp);
-  float* lo = w.mask_lo.get();
-  float* hi = w.mask_hi.get();
-  std::fill(lo, lo + levels * p.rp, 0.0f);
-  std::fill(hi, hi + levels * p.rp, 0.0f);
-  for (int64_t il = 0; il < p.bm; ++il)
-    for (size_t t = 0; t < cut[size_t(il)].size(); ++t)
-      for (int64_t hg = 0; hg < p.heads; ++hg) {
-        lo[static_cast<int64_t>(t) * p.rp + hg * p.bm + il] = static_cast<float>(cut[size_t(il)][t].begin);
-        hi[static_cast<int64_t>(t) * p.rp + hg * p.bm + il] = static_cast<float>(cut[size_t(il)][t].end);
-      }
-  return {lo, hi, levels};
 }
 
 // dQ rows in f32, where the contributions are summed: dq itself when it is contiguous f32.
@@ -355,8 +321,17 @@ int32_t block_rank(const Plan& p, const Item& it, int64_t qt, Workspace& w) {
 void tile_step(const Plan& p, const SimdOps& ops, const BwdSimdOps& bops, const Inputs& in, const Item& it,
                int64_t ch, int64_t q_tile, int64_t sub, TileClass cls, Workspace& w) {
   const AttnShape& s = p.s;
-  const int64_t j0 = sub * kBlockKeys, k0 = it.kv_block * p.kb * kBlockKeys + j0;
-  const int64_t width = std::min(kBlockKeys, s.kv_len - k0);
+  int64_t j0 = sub * kBlockKeys, k0 = it.kv_block * p.kb * kBlockKeys + j0;
+  int64_t width = std::min(kBlockKeys, s.kv_len - k0);
+  const bool partial = cls == TileClass::Partial;
+  TileMask mask{};
+  if (partial) {  // only the span of the visible keys is computed
+    mask = w.masks.tile(k0, width);
+    if (mask.width == 0) return;
+    j0 += mask.offset;
+    k0 += mask.offset;
+    width = mask.width;
+  }
   const float* k = w.k_rows.get() + j0 * s.d_qk;
   float* dk = w.dk_acc.get() + j0 * p.dqk_pad;
   float* dv = w.dv_acc.get() + j0 * p.dv_pad;
@@ -367,8 +342,7 @@ void tile_step(const Plan& p, const SimdOps& ops, const BwdSimdOps& bops, const 
   const float* slopes = in.opts.alibi_slopes.empty() ? nullptr : w.slopes.get();
   if (in.opts.has_mods())
     ops.apply_mods(w.st.get(), p.rp, width, ScoreMods{static_cast<float>(in.opts.softcap), slopes, w.pos_rel.get()});
-  const bool partial = cls == TileClass::Partial;
-  if (partial) ops.apply_mask(w.st.get(), p.rp, width, build_mask(p, w, q_tile, k0, width));
+  if (partial) ops.apply_mask(w.st.get(), p.rp, width, mask);
   bops.probabilities(w.st.get(), p.rp, width, w.lse.get(), w.pt.get());  // P
   ops.scores(w.dot.get(), p.rp, s.d_v, kv_v, w.dpt.get());                // dP = V dOt
   bops.score_grads(w.st.get(), w.pt.get(), w.dpt.get(), p.rp, width, {w.lse.get(), w.d.get()},
@@ -422,6 +396,8 @@ void run_item(const Plan& p, const SimdOps& ops, const BwdSimdOps& bops, const I
     for (const BlockVisit& visit : w.visits) {
       pack_rows(p, ops, in.q, in.lse, in.d_o, in.d, in.opts, it.b, it.hk, ch, visit.q_tile, w);
       std::fill(w.dqt.get(), w.dqt.get() + s.d_qk * p.rp, 0.0f);
+      if (std::find(visit.cls, visit.cls + p.kb, TileClass::Partial) != visit.cls + p.kb)
+        w.masks.start(p.pattern, visit.q_tile * p.bm, s.q_len);
       for (int64_t sub = 0; sub < p.kb; ++sub)
         if (visit.cls[sub] != TileClass::Empty) tile_step(p, ops, bops, in, it, ch, visit.q_tile, sub, visit.cls[sub], w);
       const int64_t tile_id = ((it.b * s.kv_heads + it.hk) * p.chunks + ch) * p.q_tiles + visit.q_tile;

@@ -16,8 +16,10 @@
 
 #include "kernels/online_softmax-inl.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "attnkit/shape.hpp"
 #include "attnkit/tensor.hpp"
@@ -170,6 +172,43 @@ void Accumulate(float* ot, int64_t rp, int64_t dv, const float* alpha, const flo
   for (; c0 < dv; ++c0) AccumulateChannels<1>(d, ot, rp, alpha, pt, kv, c0);
 }
 
+// Whether any element of `rows` rows of `dim` values (row i at x + i * stride) has an
+// all-ones exponent, i.e. is inf or NaN: with the sign cleared, those are exactly the bit
+// patterns >= `limit` (0x7F800000 for f32; 0x7F80 bf16, 0x7C00 f16), so a running unsigned
+// max, one AND and one MAX a vector, decides a whole V tile; the reduction waits to the end.
+template <class T>
+HWY_INLINE bool AnyAtLeast(const T* x, int64_t stride, int64_t rows, int64_t dim, T limit) {
+  const hn::ScalableTag<T> du;
+  using VU = hn::Vec<decltype(du)>;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(du));
+  const T abs_mask = std::numeric_limits<T>::max() >> 1;  // every bit but the sign
+  const VU mask = hn::Set(du, abs_mask);
+  VU acc = hn::Zero(du);
+  T tail = 0;
+  for (int64_t j = 0; j < rows; ++j) {
+    const T* row = x + j * stride;
+    int64_t c = 0;
+    for (; c + N <= dim; c += N) acc = hn::Max(acc, hn::And(hn::LoadU(du, row + c), mask));
+    for (; c < dim; ++c) {
+      T bits;  // memcpy: f32 rows are read through uint32_t
+      std::memcpy(&bits, row + c, sizeof bits);
+      tail = std::max<T>(tail, static_cast<T>(bits & abs_mask));
+    }
+  }
+  HWY_ALIGN T lanes[HWY_MAX_BYTES / sizeof(T)];
+  hn::Store(acc, du, lanes);
+  for (int64_t i = 0; i < N; ++i) tail = std::max(tail, lanes[i]);
+  return tail >= limit;
+}
+
+bool AnyNonFiniteF32(const float* x, int64_t stride, int64_t rows, int64_t dim) {
+  return AnyAtLeast(reinterpret_cast<const uint32_t*>(x), stride, rows, dim, uint32_t{0x7F800000u});
+}
+
+bool AnyNonFinite16(const uint16_t* x, int64_t stride, int64_t rows, int64_t dim, uint16_t exponent) {
+  return AnyAtLeast(x, stride, rows, dim, exponent);
+}
+
 void Bf16ToF32(const uint16_t* src, float* dst, int64_t n) {
   const DF d;
   const hn::RebindToUnsigned<DF> du;
@@ -220,6 +259,8 @@ HWY_EXPORT(ApplyMods);
 HWY_EXPORT(ApplyMask);
 HWY_EXPORT(OnlineSoftmax);
 HWY_EXPORT(Accumulate);
+HWY_EXPORT(AnyNonFiniteF32);
+HWY_EXPORT(AnyNonFinite16);
 HWY_EXPORT(Bf16ToF32);
 HWY_EXPORT(F16ToF32);
 
@@ -235,6 +276,8 @@ SimdOps simd_ops() {
   ops.apply_mask = HWY_DISPATCH_TABLE(ApplyMask)[t];
   ops.online_softmax = HWY_DISPATCH_TABLE(OnlineSoftmax)[t];
   ops.accumulate = HWY_DISPATCH_TABLE(Accumulate)[t];
+  ops.any_nonfinite_f32 = HWY_DISPATCH_TABLE(AnyNonFiniteF32)[t];
+  ops.any_nonfinite_16 = HWY_DISPATCH_TABLE(AnyNonFinite16)[t];
   ops.bf16_to_f32 = HWY_DISPATCH_TABLE(Bf16ToF32)[t];
   ops.f16_to_f32 = HWY_DISPATCH_TABLE(F16ToF32)[t];
   ops.target = HWY_DISPATCH_TABLE(Target)[t]();

@@ -5,7 +5,9 @@
 // identical results for any thread count, and every compiled SIMD target.
 #include <omp.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -234,6 +236,55 @@ TEST(FlashForward, EverySimdTargetIncludingTheBaseline) {
   std::string all;
   for (const std::string& s : seen) all += s + " ";
   std::printf("SIMD targets tested: %s\n", all.c_str());
+}
+
+// The V scan behind the hidden-NaN guard (flash.hpp any_nonfinite_*): 3 rows of 37 values
+// with stride 40 (a full vector and a scalar tail on every target; the padding holds NaN,
+// which must not be read). Finite extremes of either sign give false; inf, -inf or NaN at
+// the start, in a vector's body or in the tail give true.
+TEST(FlashForward, NonFiniteScanEveryTarget) {
+  const int64_t rows = 3, dim = 37, stride = 40;
+  const std::vector<std::pair<int64_t, int64_t>> spots = {{0, 0}, {1, 16}, {2, 31}, {2, 36}, {1, 33}};
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    const flash::SimdOps ops = flash::simd_ops();
+    {
+      std::vector<float> x(rows * stride, std::numeric_limits<float>::quiet_NaN());
+      const float finite[] = {std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(), -0.0f, 1e-40f,
+                              -1.5f};
+      for (int64_t j = 0; j < rows; ++j)
+        for (int64_t c = 0; c < dim; ++c) x[j * stride + c] = finite[(j + c) % 5];
+      EXPECT_FALSE(ops.any_nonfinite_f32(x.data(), stride, rows, dim)) << ops.target;
+      for (const auto& [j, c] : spots)
+        for (float bad : {HUGE_VALF, -HUGE_VALF, -std::numeric_limits<float>::quiet_NaN()}) {
+          const float keep = x[j * stride + c];
+          x[j * stride + c] = bad;
+          EXPECT_TRUE(ops.any_nonfinite_f32(x.data(), stride, rows, dim)) << ops.target << " " << j << " " << c;
+          x[j * stride + c] = keep;
+        }
+    }
+    struct Format {
+      uint16_t exponent, nan;
+      std::vector<uint16_t> finite, bad;
+    };
+    const Format formats[] = {{0x7F80, 0x7FC0, {0x7F7F, 0xFF7F, 0x8000, 0x0001, 0xBFC0}, {0x7F80, 0xFF80, 0xFFC1}},
+                              {0x7C00, 0x7E00, {0x7BFF, 0xFBFF, 0x8000, 0x0001, 0xBE00}, {0x7C00, 0xFC00, 0xFC01}}};
+    for (const Format& f : formats) {
+      std::vector<uint16_t> x(rows * stride, f.nan);
+      for (int64_t j = 0; j < rows; ++j)
+        for (int64_t c = 0; c < dim; ++c) x[j * stride + c] = f.finite[(j + c) % 5];
+      EXPECT_FALSE(ops.any_nonfinite_16(x.data(), stride, rows, dim, f.exponent)) << ops.target << " " << f.exponent;
+      for (const auto& [j, c] : spots)
+        for (uint16_t bad : f.bad) {
+          const uint16_t keep = x[j * stride + c];
+          x[j * stride + c] = bad;
+          EXPECT_TRUE(ops.any_nonfinite_16(x.data(), stride, rows, dim, f.exponent))
+              << ops.target << " " << f.exponent << " " << j << " " << c;
+          x[j * stride + c] = keep;
+        }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 TEST(FlashForward, StridedBnhdInputsAndBf16Output) {

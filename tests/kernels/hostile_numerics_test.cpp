@@ -69,11 +69,13 @@ TEST(HostileNumerics, F32ScoresNear3e9GiveFiniteExactLse) { expect_huge_scores_e
 TEST(HostileNumerics, F32ScoresNear1e30GiveFiniteExactLse) { expect_huge_scores_exact(DType::f32, 1e15, 1e15); }
 
 // Every row that cannot see key `bad` must equal the reference (finite); every row that
-// can must be NaN (or inf) as in the reference. Each pattern, f32 and bf16, every target.
-void expect_hidden_nan_contained(const std::string& pattern, DType dtype, int64_t n, int64_t bad, double value) {
-  Tensor q = random_tensor({1, 2, n, 32}, 11, dtype), k = random_tensor({1, 1, n, 32}, 12, dtype);
-  Tensor v = random_tensor({1, 1, n, 32}, 13, dtype);
-  v.mut().set(value, 0, 0, bad, 5);
+// can must be NaN (or inf) as in the reference. Each pattern, f32 and bf16, every target;
+// the value sits in channel `col` of head dim `d` (past the last full vector when d is odd).
+void expect_hidden_nan_contained(const std::string& pattern, DType dtype, int64_t n, int64_t bad, double value,
+                                 int64_t d = 32, int64_t col = 5) {
+  Tensor q = random_tensor({1, 2, n, d}, 11, dtype), k = random_tensor({1, 1, n, d}, 12, dtype);
+  Tensor v = random_tensor({1, 1, n, d}, 13, dtype);
+  v.mut().set(value, 0, 0, bad, col);
   AttendOptions opts;
   opts.pattern = Pattern::parse(pattern);
   AttendOptions ref = opts;
@@ -89,7 +91,7 @@ void expect_hidden_nan_contained(const std::string& pattern, DType dtype, int64_
       for (int64_t i = 0; i < n; ++i) {
         const bool sees = bp.allow(i, bad);
         hidden_rows += !sees;
-        for (int64_t c = 0; c < 32; ++c) {
+        for (int64_t c = 0; c < d; ++c) {
           const double g = got.o.view().get(0, h, i, c), w = want.o.view().get(0, h, i, c);
           const auto where = [&] {
             return fmt::format("{} {} value {} target {} row {} ch {}", pattern, dtype_name(dtype), value,
@@ -98,7 +100,7 @@ void expect_hidden_nan_contained(const std::string& pattern, DType dtype, int64_
           if (!sees) {
             ASSERT_TRUE(std::isfinite(g)) << where();
             ASSERT_NEAR(g, w, 2e-2) << where();
-          } else if (c == 5) {
+          } else if (c == col) {
             ASSERT_FALSE(std::isfinite(g)) << where() << ": the row sees the bad key";
           }
         }
@@ -118,6 +120,10 @@ TEST(HostileNumerics, NanOrInfInHiddenValuesReachNoRowThatCannotSeeThem) {
     expect_hidden_nan_contained(pattern, DType::f32, n, bad, std::numeric_limits<double>::quiet_NaN());
     expect_hidden_nan_contained(pattern, DType::bf16, n, bad, std::numeric_limits<double>::infinity());
   }
+  // f16 (its own exponent field), -inf, and the value in the scalar tail of an odd head dim.
+  expect_hidden_nan_contained("causal", DType::f16, n, 70, -std::numeric_limits<double>::infinity(), 37, 36);
+  expect_hidden_nan_contained("window:16,0", DType::f32, n, 100, std::numeric_limits<double>::infinity(), 37, 36);
+  expect_hidden_nan_contained("window:5,9", DType::bf16, n, 60, std::numeric_limits<double>::quiet_NaN(), 37, 36);
 }
 
 }  // namespace

@@ -13,7 +13,7 @@
 //     stays. A dangling link is refused. A replaced file keeps its permission bits.
 //   - An existing target that this process may not write (e.g. mode 0444) is refused, as
 //     opening it for writing would be.
-// A process killed mid-write can leave its temporary file (".NAME.attnkit-XXXXXXXX.tmp" in
+// A process killed mid-write can leave its temporary file (".NAME.attnkit-<8 random characters>.tmp" in
 // the target's folder) behind, never a partial NAME.
 //
 // Not for: appending, files that several processes write at once, or reading.

@@ -215,8 +215,8 @@ ATTNKIT_AVX512 __attribute__((noinline)) void prepare_keys(const float* q, int64
   const __m512 row_max = reduce4<true>(mx), row_sum = reduce4<false>(z);  // lane 4 r: row r's
   float maxima[4], sums[4];
   static_for<R>([&](auto r) ATTNKIT_AVX512_LAMBDA {
-    maxima[r] = _mm_cvtss_f32(_mm512_extractf32x4_ps(row_max, r));
-    sums[r] = _mm_cvtss_f32(_mm512_extractf32x4_ps(row_sum, r));
+    maxima[r] = _mm_cvtss_f32(_mm512_extractf32x4_ps(row_max, decltype(r)::value));
+    sums[r] = _mm_cvtss_f32(_mm512_extractf32x4_ps(row_sum, decltype(r)::value));
   });
   for (int r = 0; r < R; ++r) {
     op.zterm[r] = sums[r];
@@ -615,7 +615,9 @@ ATTNKIT_AVX512 void pv_int4_block(const ValueWeights& w, const ValueLayout& lay,
         for (int h = 0; h < 2; ++h) {
           if (half && L) continue;
           // Channels 64 u + 32 L + 16 h .. + 15: bytes 16 L + 8 h .. + 7, in t[2 h] and t[2 h + 1].
-          const __m512i y = _mm512_shuffle_i32x4(t[2 * h], t[2 * h + 1], L ? 0x55 : 0x00);
+          // The shuffle's selector is an immediate at any optimisation level, hence two calls.
+          const __m512i y = L ? _mm512_shuffle_i32x4(t[2 * h], t[2 * h + 1], 0x55)
+                              : _mm512_shuffle_i32x4(t[2 * h], t[2 * h + 1], 0x00);
           code[4 * u + 2 * L + h] = _mm512_and_si512(_mm512_mask_srli_epi16(y, 0xFF00FF00, y, 4), low4);
         }
     }

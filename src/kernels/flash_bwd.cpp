@@ -103,27 +103,46 @@ struct Workspace {
   }
 };
 
-// Row (b, h, i) of a [B, H, N, D] view as f32 into out [D]; false when a value is not finite.
-bool load_row(const SimdOps& ops, const TensorView& t, int64_t b, int64_t h, int64_t i, float* out) {
+// Row (b, h, i) of a [B, H, N, D] view as f32: where it lies when the view is contiguous
+// f32, else converted into scratch [D]. finite: whether every value is finite.
+const float* row_f32(const SimdOps& ops, const TensorView& t, int64_t b, int64_t h, int64_t i, float* scratch,
+                     bool& finite) {
   const int64_t dim = t.size(3), off = t.offset(b, h, i, 0);
+  const float* row = scratch;
   if (t.stride(3) == 1 && t.dtype() == DType::f32) {
-    std::memcpy(out, static_cast<const float*>(t.data()) + off, static_cast<size_t>(dim) * sizeof(float));
+    row = static_cast<const float*>(t.data()) + off;
   } else if (t.stride(3) == 1 && t.dtype() == DType::bf16) {
-    ops.bf16_to_f32(static_cast<const uint16_t*>(t.data()) + off, out, dim);
+    ops.bf16_to_f32(static_cast<const uint16_t*>(t.data()) + off, scratch, dim);
   } else if (t.stride(3) == 1 && t.dtype() == DType::f16) {
-    ops.f16_to_f32(static_cast<const uint16_t*>(t.data()) + off, out, dim);
+    ops.f16_to_f32(static_cast<const uint16_t*>(t.data()) + off, scratch, dim);
   } else {
-    for (int64_t c = 0; c < dim; ++c) out[c] = static_cast<float>(t.load(off + c * t.stride(3)));
+    for (int64_t c = 0; c < dim; ++c) scratch[c] = static_cast<float>(t.load(off + c * t.stride(3)));
   }
-  return !ops.any_nonfinite_f32(out, dim, 1, dim);
+  finite = !ops.any_nonfinite_f32(row, dim, 1, dim);
+  return row;
 }
 
-// The query head and position of packed row r of query tile qt (chunk ch of KV head hk's
-// group); false for padding rows.
-bool row_of(const Plan& p, int64_t hk, int64_t ch, int64_t qt, int64_t r, int64_t& h, int64_t& i) {
-  h = hk * p.group + ch * p.heads + r / p.bm;
-  i = qt * p.bm + r % p.bm;
-  return r < p.rows && h < (hk + 1) * p.group && i < p.s.q_len;
+// The same row copied into out [D]; false when a value is not finite.
+bool load_row(const SimdOps& ops, const TensorView& t, int64_t b, int64_t h, int64_t i, float* out) {
+  bool finite = false;
+  const float* row = row_f32(ops, t, b, h, i, out, finite);
+  if (row != out) std::memcpy(out, row, static_cast<size_t>(t.size(3)) * sizeof(float));
+  return finite;
+}
+
+// The packed rows of one visit of a query tile: positions [q0, q0 + bm) for each of the
+// plan's heads, `rows` of them, padded to rp. Normally the whole tile; a visit whose tiles
+// are all Partial packs only the positions that see one of its keys (visit_rows).
+struct VisitRows {
+  int64_t q_tile, q0, bm, rows, rp;
+};
+
+// The query head and position of packed row r (chunk ch of KV head hk's group); false for
+// padding rows.
+bool row_of(const Plan& p, const VisitRows& vr, int64_t hk, int64_t ch, int64_t r, int64_t& h, int64_t& i) {
+  h = hk * p.group + ch * p.heads + r / vr.bm;
+  i = vr.q0 + r % vr.bm;
+  return r < vr.rows && h < (hk + 1) * p.group && i < p.s.q_len;
 }
 
 // D = rowsum(dO o O) for every row, [B][Hq][Nq], and the learned sinks' gradient
@@ -139,10 +158,11 @@ std::vector<float> row_dots(const Plan& p, const SimdOps& ops, const TensorView&
       std::vector<float> orow(static_cast<size_t>(s.d_v)), grow(static_cast<size_t>(s.d_v));
       double sink = 0;
       for (int64_t i = 0; i < s.q_len; ++i) {
-        load_row(ops, o, b, h, i, orow.data());
-        load_row(ops, d_o, b, h, i, grow.data());
+        bool finite = false;
+        const float* orow_f = row_f32(ops, o, b, h, i, orow.data(), finite);
+        const float* grow_f = row_f32(ops, d_o, b, h, i, grow.data(), finite);
         double acc = 0;
-        for (int64_t c = 0; c < s.d_v; ++c) acc += double(orow[size_t(c)]) * double(grow[size_t(c)]);
+        for (int64_t c = 0; c < s.d_v; ++c) acc += double(orow_f[c]) * double(grow_f[c]);
         d[static_cast<size_t>((b * s.q_heads + h) * s.q_len + i)] = static_cast<float>(acc);
         if (opts.has_sinks()) sink -= std::exp(opts.sink_logits[static_cast<size_t>(h)] - lse.get(b, h, i)) * acc;
       }
@@ -157,40 +177,43 @@ std::vector<float> row_dots(const Plan& p, const SimdOps& ops, const TensorView&
   return d;
 }
 
-// Packs query tile qt (chunk ch) of (b, hk): Q scaled as Qt and row-major Q, dO as dOt and
+// Packs the visit's rows (chunk ch) of (b, hk): Q scaled as Qt and row-major Q, dO as dOt and
 // row-major dO, and the rows' LSE, D, positions and slopes. Lists rows with non-finite Q / dO.
 // Columns past d_qk / d_v of the row-major tiles stay zero from the workspace's allocation.
 void pack_rows(const Plan& p, const SimdOps& ops, const TensorView& q, const TensorView& lse, const TensorView& d_o,
                const std::vector<float>& dvec, const AttendOptions& opts, int64_t b, int64_t hk, int64_t ch,
-               int64_t qt, Workspace& w) {
+               const VisitRows& vr, Workspace& w) {
   const AttnShape& s = p.s;
+  const int64_t rp = vr.rp;
   w.bad_q.clear();
   w.bad_do.clear();
-  for (int64_t r = 0; r < p.rp; ++r) {
+  for (int64_t r = 0; r < rp; ++r) {
     int64_t h, i;
-    const bool valid = row_of(p, hk, ch, qt, r, h, i);
+    const bool valid = row_of(p, vr, hk, ch, r, h, i);
     w.pos[r] = static_cast<float>(i + s.causal_offset());
     w.slopes[r] = valid && !opts.alibi_slopes.empty() ? static_cast<float>(opts.alibi_slopes[size_t(h)]) : 0.0f;
     w.lse[r] = kPosInf;
     w.d[r] = 0;
     if (!valid) {  // every row is written, so the tiles need no clearing per visit
-      for (int64_t c = 0; c < s.d_qk; ++c) w.qt[c * p.rp + r] = w.qr[r * p.dqk_pad + c] = 0.0f;
-      for (int64_t c = 0; c < s.d_v; ++c) w.dot[c * p.rp + r] = w.dor[r * p.dv_pad + c] = 0.0f;
+      for (int64_t c = 0; c < s.d_qk; ++c) w.qt[c * rp + r] = w.qr[r * p.dqk_pad + c] = 0.0f;
+      for (int64_t c = 0; c < s.d_v; ++c) w.dot[c * rp + r] = w.dor[r * p.dv_pad + c] = 0.0f;
       continue;
     }
     const float l = static_cast<float>(lse.get(b, h, i));
     w.lse[r] = l == kNegInf ? kPosInf : l;  // no key and no sink: no gradient
     w.d[r] = dvec[static_cast<size_t>((b * s.q_heads + h) * s.q_len + i)];
-    float* row = w.row.data();
-    if (!load_row(ops, q, b, h, i, row)) w.bad_q.push_back(r);
+    bool finite = false;
+    const float* row = row_f32(ops, q, b, h, i, w.row.data(), finite);
+    if (!finite) w.bad_q.push_back(r);
     for (int64_t c = 0; c < s.d_qk; ++c) {
       const float x = row[c] * p.scale;
-      w.qt[c * p.rp + r] = x;
+      w.qt[c * rp + r] = x;
       w.qr[r * p.dqk_pad + c] = x;
     }
-    if (!load_row(ops, d_o, b, h, i, row)) w.bad_do.push_back(r);
+    row = row_f32(ops, d_o, b, h, i, w.row.data(), finite);
+    if (!finite) w.bad_do.push_back(r);
     for (int64_t c = 0; c < s.d_v; ++c) {
-      w.dot[c * p.rp + r] = row[c];
+      w.dot[c * rp + r] = row[c];
       w.dor[r * p.dv_pad + c] = row[c];
     }
   }
@@ -256,25 +279,26 @@ struct Inputs {
 // do not see them); their terms are added here to the pairs the pattern admits (asked of
 // the pattern, not read from S: a score of -inf from the data is still a pair, and its
 // 0 * inf is the plain formula's NaN). k, dk, dv: the tile's rows of the item's buffers.
-void add_nonfinite_terms(const Plan& p, const Item& it, int64_t ch, int64_t q_tile, int64_t k0, int64_t width,
+void add_nonfinite_terms(const Plan& p, const Item& it, int64_t ch, const VisitRows& vr, int64_t k0, int64_t width,
                          const std::vector<int64_t>& bad_k, const float* k, float* dk, float* dv, Workspace& w) {
   const AttnShape& s = p.s;
+  const int64_t rp = vr.rp;
   const auto seen = [&](int64_t j, int64_t r) {
     int64_t h, i;
-    return row_of(p, it.hk, ch, q_tile, r, h, i) && w.lse[r] != kPosInf && p.pattern.allow(i, k0 + j);
+    return row_of(p, vr, it.hk, ch, r, h, i) && w.lse[r] != kPosInf && p.pattern.allow(i, k0 + j);
   };
   for (int64_t j : bad_k)
-    for (int64_t r = 0; r < p.rp; ++r)
+    for (int64_t r = 0; r < rp; ++r)
       if (seen(j, r))
-        for (int64_t c = 0; c < s.d_qk; ++c) w.dqt[c * p.rp + r] += w.dpt[j * p.rp + r] * k[j * s.d_qk + c];
+        for (int64_t c = 0; c < s.d_qk; ++c) w.dqt[c * rp + r] += w.dpt[j * rp + r] * k[j * s.d_qk + c];
   for (int64_t r : w.bad_q)
     for (int64_t j = 0; j < width; ++j)
       if (seen(j, r))
-        for (int64_t c = 0; c < s.d_qk; ++c) dk[j * p.dqk_pad + c] += w.dpt[j * p.rp + r] * w.qt[c * p.rp + r];
+        for (int64_t c = 0; c < s.d_qk; ++c) dk[j * p.dqk_pad + c] += w.dpt[j * rp + r] * w.qt[c * rp + r];
   for (int64_t r : w.bad_do)
     for (int64_t j = 0; j < width; ++j)
       if (seen(j, r))
-        for (int64_t c = 0; c < s.d_v; ++c) dv[j * p.dv_pad + c] += w.pt[j * p.rp + r] * w.dot[c * p.rp + r];
+        for (int64_t c = 0; c < s.d_v; ++c) dv[j * p.dv_pad + c] += w.pt[j * rp + r] * w.dot[c * rp + r];
 }
 
 // The query tiles that visit any KV tile of the item's block, in increasing order, with
@@ -319,8 +343,9 @@ int32_t block_rank(const Plan& p, const Item& it, int64_t qt, Workspace& w) {
 // One tile step of the item: KV tile `sub` of its block against the packed query tile.
 // Adds to the block's dK, dV rows and to the query tile's dQt.
 void tile_step(const Plan& p, const SimdOps& ops, const BwdSimdOps& bops, const Inputs& in, const Item& it,
-               int64_t ch, int64_t q_tile, int64_t sub, TileClass cls, Workspace& w) {
+               int64_t ch, const VisitRows& vr, int64_t sub, TileClass cls, Workspace& w) {
   const AttnShape& s = p.s;
+  const int64_t rp = vr.rp;
   int64_t j0 = sub * kBlockKeys, k0 = it.kv_block * p.kb * kBlockKeys + j0;
   int64_t width = std::min(kBlockKeys, s.kv_len - k0);
   const bool partial = cls == TileClass::Partial;
@@ -337,15 +362,15 @@ void tile_step(const Plan& p, const SimdOps& ops, const BwdSimdOps& bops, const 
   float* dv = w.dv_acc.get() + j0 * p.dv_pad;
   const KvRows kv_k{k, s.d_qk, nullptr, 0, width};
   const KvRows kv_v{w.v_rows.get() + j0 * s.d_v, s.d_v, nullptr, 0, width};
-  ops.scores(w.qt.get(), p.rp, s.d_qk, kv_k, w.st.get());  // S = K Qt (scaled)
-  for (int64_t r = 0; r < p.rp; ++r) w.pos_rel[r] = w.pos[r] - static_cast<float>(k0);
+  ops.scores(w.qt.get(), rp, s.d_qk, kv_k, w.st.get());  // S = K Qt (scaled)
+  for (int64_t r = 0; r < rp; ++r) w.pos_rel[r] = w.pos[r] - static_cast<float>(k0);
   const float* slopes = in.opts.alibi_slopes.empty() ? nullptr : w.slopes.get();
   if (in.opts.has_mods())
-    ops.apply_mods(w.st.get(), p.rp, width, ScoreMods{static_cast<float>(in.opts.softcap), slopes, w.pos_rel.get()});
-  if (partial) ops.apply_mask(w.st.get(), p.rp, width, mask);
-  bops.probabilities(w.st.get(), p.rp, width, w.lse.get(), w.pt.get());  // P
-  ops.scores(w.dot.get(), p.rp, s.d_v, kv_v, w.dpt.get());                // dP = V dOt
-  bops.score_grads(w.st.get(), w.pt.get(), w.dpt.get(), p.rp, width, {w.lse.get(), w.d.get()},
+    ops.apply_mods(w.st.get(), rp, width, ScoreMods{static_cast<float>(in.opts.softcap), slopes, w.pos_rel.get()});
+  if (partial) ops.apply_mask(w.st.get(), rp, width, mask);
+  bops.probabilities(w.st.get(), rp, width, w.lse.get(), w.pt.get());  // P
+  ops.scores(w.dot.get(), rp, s.d_v, kv_v, w.dpt.get());                // dP = V dOt
+  bops.score_grads(w.st.get(), w.pt.get(), w.dpt.get(), rp, width, {w.lse.get(), w.d.get()},
                    static_cast<float>(in.opts.softcap), slopes, w.pos_rel.get());  // dS
   std::vector<int64_t>& bad_k = w.bad_k;
   const bool guard = partial && !(bad_k.empty() && w.bad_q.empty() && w.bad_do.empty());
@@ -360,21 +385,40 @@ void tile_step(const Plan& p, const SimdOps& ops, const BwdSimdOps& bops, const 
   }
   // dV += P^T dO and dK += dS^T Q: reductions over the packed rows.
   const int64_t keys4 = (width + 3) / 4 * 4;
-  ops.scores(w.dor.get(), p.dv_pad, p.rp, KvRows{w.pt.get(), p.rp, nullptr, 0, width}, w.tmp.get());
+  ops.scores(w.dor.get(), p.dv_pad, rp, KvRows{w.pt.get(), rp, nullptr, 0, width}, w.tmp.get());
   bops.add(dv, w.tmp.get(), keys4 * p.dv_pad);
-  ops.scores(w.qr.get(), p.dqk_pad, p.rp, KvRows{w.dpt.get(), p.rp, nullptr, 0, width}, w.tmp.get());
+  ops.scores(w.qr.get(), p.dqk_pad, rp, KvRows{w.dpt.get(), rp, nullptr, 0, width}, w.tmp.get());
   bops.add(dk, w.tmp.get(), keys4 * p.dqk_pad);
   // dQt += K^T dSt.
   const KvRows kq{nullptr, 0, guard ? w.k_clean.get() : k, s.d_qk, width};
-  ops.accumulate(w.dqt.get(), p.rp, s.d_qk, w.ones.get(), w.dpt.get(), kq);
+  ops.accumulate(w.dqt.get(), rp, s.d_qk, w.ones.get(), w.dpt.get(), kq);
   if (guard) {
-    add_nonfinite_terms(p, it, ch, q_tile, k0, width, tile_bad_k, k, dk, dv, w);
+    add_nonfinite_terms(p, it, ch, vr, k0, width, tile_bad_k, k, dk, dv, w);
     // The next tile of this query tile needs the rows as packed.
     for (int64_t r : w.bad_q)
-      for (int64_t c = 0; c < s.d_qk; ++c) w.qr[r * p.dqk_pad + c] = w.qt[c * p.rp + r];
+      for (int64_t c = 0; c < s.d_qk; ++c) w.qr[r * p.dqk_pad + c] = w.qt[c * rp + r];
     for (int64_t r : w.bad_do)
-      for (int64_t c = 0; c < s.d_v; ++c) w.dor[r * p.dv_pad + c] = w.dot[c * p.rp + r];
+      for (int64_t c = 0; c < s.d_v; ++c) w.dor[r * p.dv_pad + c] = w.dot[c * rp + r];
   }
+}
+
+// The rows a visit packs, and its masks started: the whole query tile, or, when every
+// tile of the visit is Partial, only the positions that see one of the block's keys, in as
+// few vectors of rows as they need. Longformer's global rows are two positions of a tile
+// that visits every KV tile; packed whole, 60 of its 64 rows would be computed for nothing.
+VisitRows visit_rows(const Plan& p, const Item& it, const BlockVisit& visit, int64_t lanes, Workspace& w) {
+  const VisitRows whole{visit.q_tile, visit.q_tile * p.bm, p.bm, p.rows, p.rp};
+  const TileClass* end = visit.cls + p.kb;
+  if (std::find(visit.cls, end, TileClass::Partial) == end) return whole;
+  w.masks.start(p.pattern, whole.q0, p.s.q_len);
+  if (std::find(visit.cls, end, TileClass::Full) != end) return whole;
+  const int64_t k0 = it.kv_block * p.kb * kBlockKeys;
+  const auto [first, last] = w.masks.positions_seeing(k0, k0 + p.kb * kBlockKeys);
+  const int64_t bm = std::max<int64_t>(last - first, 1);
+  const int64_t rp = (p.heads * bm + lanes - 1) / lanes * lanes;
+  if (rp >= p.rp) return whole;
+  w.masks.narrow(first, bm, rp);
+  return {visit.q_tile, whole.q0 + first, bm, p.heads * bm, rp};
 }
 
 // One work item: the KV tiles of block it.kv_block of (it.b, it.hk), against every query
@@ -394,19 +438,18 @@ void run_item(const Plan& p, const SimdOps& ops, const BwdSimdOps& bops, const I
   block_visits(p, it, w);
   for (int64_t ch = 0; ch < p.chunks; ++ch)
     for (const BlockVisit& visit : w.visits) {
-      pack_rows(p, ops, in.q, in.lse, in.d_o, in.d, in.opts, it.b, it.hk, ch, visit.q_tile, w);
-      std::fill(w.dqt.get(), w.dqt.get() + s.d_qk * p.rp, 0.0f);
-      if (std::find(visit.cls, visit.cls + p.kb, TileClass::Partial) != visit.cls + p.kb)
-        w.masks.start(p.pattern, visit.q_tile * p.bm, s.q_len);
+      const VisitRows vr = visit_rows(p, it, visit, ops.lanes(), w);
+      pack_rows(p, ops, in.q, in.lse, in.d_o, in.d, in.opts, it.b, it.hk, ch, vr, w);
+      std::fill(w.dqt.get(), w.dqt.get() + s.d_qk * vr.rp, 0.0f);
       for (int64_t sub = 0; sub < p.kb; ++sub)
-        if (visit.cls[sub] != TileClass::Empty) tile_step(p, ops, bops, in, it, ch, visit.q_tile, sub, visit.cls[sub], w);
+        if (visit.cls[sub] != TileClass::Empty) tile_step(p, ops, bops, in, it, ch, vr, sub, visit.cls[sub], w);
       const int64_t tile_id = ((it.b * s.kv_heads + it.hk) * p.chunks + ch) * p.q_tiles + visit.q_tile;
       turns.add_in_turn(tile_id, block_rank(p, it, visit.q_tile, w), stop, [&] {
-        for (int64_t r = 0; r < p.rows; ++r) {
+        for (int64_t r = 0; r < vr.rows; ++r) {
           int64_t h, i;
-          if (!row_of(p, it.hk, ch, visit.q_tile, r, h, i)) continue;
+          if (!row_of(p, vr, it.hk, ch, r, h, i)) continue;
           float* dst = dq.row(it.b, h, i);
-          for (int64_t c = 0; c < s.d_qk; ++c) dst[c] += w.dqt[c * p.rp + r] * p.scale;
+          for (int64_t c = 0; c < s.d_qk; ++c) dst[c] += w.dqt[c * vr.rp + r] * p.scale;
         }
       });
     }

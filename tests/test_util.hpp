@@ -4,12 +4,30 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "attnkit/reference.hpp"
 #include "attnkit/tensor.hpp"
 
 namespace attnkit::testing {
+
+// One case of the kernel sweeps: shapes, pattern, input type and the variant's switches.
+struct AttnCase {
+  int64_t b, hq, hkv, nq, nk, dqk, dv;
+  std::string pattern;
+  DType dtype = DType::f32;
+  double softcap = 0;
+  bool alibi = false;
+  bool sinks = false;  // learned sink logits
+};
+
+inline std::string describe(const AttnCase& c) {
+  return fmt::format("B={} Hq={} Hkv={} Nq={} Nk={} Dqk={} Dv={} {} {} softcap={} alibi={} sinks={}", c.b, c.hq, c.hkv,
+                     c.nq, c.nk, c.dqk, c.dv, c.pattern, dtype_name(c.dtype), c.softcap, c.alibi, c.sinks);
+}
 
 // Uniform in [-1, 1), rounded to dtype, deterministic for a seed.
 inline Tensor random_tensor(std::vector<int64_t> shape, uint64_t seed, DType dtype = DType::f32, double scale = 1.0) {

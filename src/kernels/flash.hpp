@@ -14,6 +14,7 @@
 // key rows, and K[j][c], V[j][c] are broadcast straight from the caller's memory.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 namespace attnkit::flash {
@@ -105,6 +106,28 @@ struct FlashConfig {
   // results are bitwise identical whatever the thread count.
   int64_t min_work_items = 32;
 };
+
+// How query rows are packed into tiles, the same in the forward and the backward: a tile
+// holds `heads` query heads of one KV head's group at `bm` consecutive positions. A group
+// larger than a tile (e.g. MQA with 128 query heads) is split across `chunks` tiles, so
+// the workspace stays a few tiles whatever Hq / Hkv is.
+struct TileGeometry {
+  int64_t group, heads, chunks;  // query heads per KV head; packed per tile; tiles per group
+  int64_t bm, rows, rp;          // query positions per tile; packed rows; rows padded to lanes
+  int64_t q_tiles;
+};
+
+inline TileGeometry tile_geometry(const AttnShape& s, int64_t packed_rows, int64_t lanes) {
+  TileGeometry g{};
+  g.group = s.group();
+  g.heads = std::min(g.group, std::max<int64_t>(packed_rows, 1));
+  g.chunks = (g.group + g.heads - 1) / g.heads;
+  g.bm = std::clamp<int64_t>(packed_rows / g.heads, 1, std::max<int64_t>(s.q_len, 1));
+  g.rows = g.heads * g.bm;
+  g.rp = (g.rows + lanes - 1) / lanes * lanes;
+  g.q_tiles = (s.q_len + g.bm - 1) / g.bm;
+  return g;
+}
 
 // The flash forward kernel behind attend(); arguments as attend_into().
 void flash_forward(const TensorView& q, const TensorView& k, const TensorView& v, const AttendOptions& opts,

@@ -35,12 +35,10 @@ namespace {
 using softmax::kNegInf;
 constexpr float kPosInf = std::numeric_limits<float>::infinity();
 
-struct Plan {
+struct Plan : TileGeometry {
   AttnShape s;
   BoundPattern pattern;
-  int64_t group, heads, chunks;  // query heads per KV head; packed per tile; tiles per group
-  int64_t bm, rows, rp;          // query positions per tile; packed rows; rows padded to lanes
-  int64_t q_tiles, kv_tiles;
+  int64_t kv_tiles;
   int64_t kb, kv_blocks;    // KV tiles per work item, and items per (batch, KV head)
   int64_t dqk_pad, dv_pad;  // head widths padded to whole vectors (row-major Q and dO tiles)
   TileRows by_query;        // for the order of dQ's contributions
@@ -475,15 +473,8 @@ void write_kv_grads(const Plan& p, const Item& it, const Workspace& w, const Mut
 }
 
 Plan make_plan(const AttnProblem& prob, const FlashBwdConfig& cfg, int64_t lanes) {
-  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {}, {}, 0};
+  Plan p{tile_geometry(prob.shape, cfg.packed_rows, lanes), prob.shape, prob.pattern, 0, 0, 0, 0, 0, {}, {}, 0};
   const AttnShape& s = p.s;
-  p.group = s.group();
-  p.heads = std::min(p.group, std::max<int64_t>(cfg.packed_rows, 1));
-  p.chunks = (p.group + p.heads - 1) / p.heads;
-  p.bm = std::clamp<int64_t>(cfg.packed_rows / p.heads, 1, std::max<int64_t>(s.q_len, 1));
-  p.rows = p.heads * p.bm;
-  p.rp = (p.rows + lanes - 1) / lanes * lanes;
-  p.q_tiles = (s.q_len + p.bm - 1) / p.bm;
   p.kv_tiles = (s.kv_len + kBlockKeys - 1) / kBlockKeys;
   p.kb = std::clamp<int64_t>(cfg.kv_tiles_per_item, 1, 8);
   p.kv_blocks = (p.kv_tiles + p.kb - 1) / p.kb;

@@ -27,14 +27,10 @@ namespace {
 
 using softmax::kNegInf;
 
-struct Plan {
+struct Plan : TileGeometry {
   AttnShape s;
   BoundPattern pattern;
-  int64_t group;  // query heads per KV head
-  int64_t heads;  // query heads packed per tile: the whole group, or packed_rows of it
-  int64_t chunks; // tiles needed to cover a group's heads
-  int64_t bm, rows, rp, splits;
-  int64_t q_tiles;
+  int64_t splits;  // chunks of an item's key tiles (split-KV), merged by LSE
   std::vector<int64_t> tiles_per_row;  // non-empty kv tiles per query tile
   // The kv tiles of each query tile, as the pattern gives them: built on the fly in O(their
   // count) for analytic kinds (causal holds no list at all), compiled once for the others.
@@ -308,17 +304,8 @@ void finish_rows(const Plan& p, const AttendOptions& opts, const WorkItem& it, c
 
 Plan make_plan(const AttnProblem& prob, const TensorView& q, const TensorView& k, const TensorView& v,
                const AttendOptions& opts, const FlashConfig& cfg, int64_t lanes) {
-  Plan p{prob.shape, prob.pattern, 0, 0, 0, 0, 0, 0, 1, 0, {}, {}, 0, {}};
+  Plan p{tile_geometry(prob.shape, cfg.packed_rows, lanes), prob.shape, prob.pattern, 1, {}, {}, 0, {}};
   const AttnShape& s = p.s;
-  p.group = s.group();
-  // A group larger than a tile (e.g. MQA with 128 query heads) is split across tiles, so
-  // the workspace stays a few tiles whatever Hq / Hkv is.
-  p.heads = std::min(p.group, std::max<int64_t>(cfg.packed_rows, 1));
-  p.chunks = (p.group + p.heads - 1) / p.heads;
-  p.bm = std::clamp<int64_t>(cfg.packed_rows / p.heads, 1, std::max<int64_t>(s.q_len, 1));
-  p.rows = p.heads * p.bm;
-  p.rp = (p.rows + lanes - 1) / lanes * lanes;
-  p.q_tiles = (s.q_len + p.bm - 1) / p.bm;
   p.tiles = p.pattern.tile_rows(p.bm, kBlockKeys);
   std::vector<TileRef> row;
   for (int64_t qt = 0; qt < p.q_tiles; ++qt)

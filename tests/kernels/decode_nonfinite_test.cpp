@@ -48,7 +48,7 @@ struct MaskCase {
 
 KvCacheConfig config_of(KvLayout layout, KvStorage storage) {
   return {.layout = layout, .storage = storage, .kv_heads = kHkv, .head_dim = kD, .window = 150, .sinks = 4,
-          .max_append = 4, .page_size = storage == KvStorage::int4 ? 32 : 16, .group = 16, .residual = 40};
+          .max_append = 4, .page_size = storage == KvStorage::int4 ? 32 : 16, .group = 16, .residual = 40, .rope = std::nullopt};
 }
 
 // One sequence of n tokens appended in uneven steps (at most max_append on the rolling

@@ -27,19 +27,8 @@ namespace {
 using testing::max_abs_diff;
 using testing::random_tensor;
 
-struct Case {
-  int64_t b, hq, hkv, nq, nk, dqk, dv;
-  std::string pattern;
-  DType dtype = DType::f32;
-  double softcap = 0;
-  bool alibi = false;
-  bool sinks = false;  // learned sink logits
-};
-
-std::string describe(const Case& c) {
-  return fmt::format("B={} Hq={} Hkv={} Nq={} Nk={} Dqk={} Dv={} {} {} softcap={} alibi={} sinks={}", c.b, c.hq, c.hkv,
-                     c.nq, c.nk, c.dqk, c.dv, c.pattern, dtype_name(c.dtype), c.softcap, c.alibi, c.sinks);
-}
+using Case = testing::AttnCase;
+using testing::describe;
 
 struct Problem {
   Tensor q, k, v, d_o;

@@ -4,7 +4,9 @@
 #   scripts/setup.sh             everything: library, CLI, tests, benchmarks, fuzzing (test.sh)
 #   scripts/setup.sh --runtime   only what the library and the CLI build with (run.sh)
 set -euo pipefail
-runtime=(cmake g++ make libhwy-dev libfmt-dev nlohmann-json3-dev libpng-dev libcli11-dev)
+# OpenBLAS in its OpenMP build: its GEMMs share the kernels' OpenMP threads instead of
+# starting a second pool of their own (no oversubscription).
+runtime=(cmake g++ make libhwy-dev libfmt-dev nlohmann-json3-dev libpng-dev libcli11-dev libopenblas-openmp-dev)
 testing=(clang libclang-rt-14-dev libomp-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
          python3 pkg-config)
 case "${1:-}" in

@@ -1,0 +1,140 @@
+// The model's layers (layers.hpp): the fast forms, f32 with f32 accumulation, BLAS for the
+// linear layers.
+#include "model/layers.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace attnkit::model {
+
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, int64_t n, int64_t c) {
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(out + i * c, wte + static_cast<int64_t>(tokens[i]) * c, static_cast<size_t>(c) * sizeof(float));
+}
+
+void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int64_t n, int64_t c) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = dwte + static_cast<int64_t>(tokens[i]) * c;
+    const float* d = dout + i * c;
+    for (int64_t j = 0; j < c; ++j) row[j] += d[j];
+  }
+}
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t n, int64_t c, float eps) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * c;
+    float ss = 0;
+    for (int64_t j = 0; j < c; ++j) ss += xi[j] * xi[j];
+    const float r = 1.0f / std::sqrt(ss / static_cast<float>(c) + eps);
+    rstd[i] = r;
+    for (int64_t j = 0; j < c; ++j) out[i * c + j] = xi[j] * r * w[j];
+  }
+}
+
+// y_j = x_j r w_j with r = (mean(x^2) + eps)^-1/2, so dr/dx_k = -r^3 x_k / C and
+//   dx_k = r w_k g_k - r^3 x_k / C * sum_j g_j w_j x_j.
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                      int64_t n, int64_t c) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * c;
+    const float* g = dout + i * c;
+    const float r = rstd[i];
+    float dot = 0;
+    for (int64_t j = 0; j < c; ++j) dot += g[j] * w[j] * xi[j];
+    const float k = r * r * r * dot / static_cast<float>(c);
+    for (int64_t j = 0; j < c; ++j) {
+      dx[i * c + j] += r * w[j] * g[j] - k * xi[j];
+      dw[j] += g[j] * xi[j] * r;
+    }
+  }
+}
+
+void linear_forward(float* out, const float* x, const float* w, int64_t n, int64_t c, int64_t oc, float beta) {
+  if (n == 0 || oc == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(oc),
+              static_cast<int>(c), 1.0f, x, static_cast<int>(c), w, static_cast<int>(c), beta, out,
+              static_cast<int>(oc));
+}
+
+void linear_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, int64_t n, int64_t c,
+                     int64_t oc) {
+  if (n == 0 || oc == 0 || c == 0) return;
+  if (dx)  // dx[N][C] += dout[N][OC] W[OC][C]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(c),
+                static_cast<int>(oc), 1.0f, dout, static_cast<int>(oc), w, static_cast<int>(c), 1.0f, dx,
+                static_cast<int>(c));
+  // dW[OC][C] += dout^T[OC][N] x[N][C]
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(oc), static_cast<int>(c),
+              static_cast<int>(n), 1.0f, dout, static_cast<int>(oc), x, static_cast<int>(c), 1.0f, dw,
+              static_cast<int>(c));
+}
+
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, int64_t h) {
+  for (int64_t i = 0, e = n * h; i < e; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+// silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g).
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n,
+                     int64_t h) {
+  for (int64_t i = 0, e = n * h; i < e; ++i) {
+    const float g = gate[i], s = 1.0f / (1.0f + std::exp(-g));
+    dup[i] = dout[i] * g * s;
+    dgate[i] = dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+  }
+}
+
+void rope_forward(const RopeCache& cache, float* x, const int64_t* pos, int64_t n, int64_t heads) {
+  const int64_t d = cache.head_dim();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t h = 0; h < heads; ++h) rope_row(cache, x + (i * heads + h) * d, d, pos[i]);
+}
+
+// Each pair turned by -theta: (a, b) -> (a cos + b sin, -a sin + b cos).
+void rope_backward(const RopeCache& cache, float* dx, const int64_t* pos, int64_t n, int64_t heads) {
+  const int64_t d = cache.head_dim(), half = cache.rotary_dim() / 2;
+  const bool interleaved = cache.style() == RopeStyle::interleaved;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* cs = cache.cos(pos[i]);
+    const float* sn = cache.sin(pos[i]);
+    for (int64_t h = 0; h < heads; ++h) {
+      float* row = dx + (i * heads + h) * d;
+      for (int64_t p = 0; p < half; ++p) {
+        float& a = row[interleaved ? 2 * p : p];
+        float& b = row[interleaved ? 2 * p + 1 : p + half];
+        const float a0 = a, b0 = b;
+        a = a0 * cs[p] + b0 * sn[p];
+        b = -a0 * sn[p] + b0 * cs[p];
+      }
+    }
+  }
+}
+
+void crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int64_t n,
+                          int64_t v) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* z = logits + i * v;
+    float* p = probs + i * v;
+    const float m = *std::max_element(z, z + v);
+    float sum = 0;
+    for (int64_t j = 0; j < v; ++j) sum += (p[j] = std::exp(z[j] - m));
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < v; ++j) p[j] *= inv;
+    losses[i] = m + std::log(sum) - z[targets[i]];
+  }
+}
+
+void crossentropy_backward(float* dlogits, const float* probs, const float* dloss, const int32_t* targets, int64_t n,
+                           int64_t v) {
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < v; ++j) dlogits[i * v + j] = dloss[i] * probs[i * v + j];
+    dlogits[i * v + targets[i]] -= dloss[i];
+  }
+}
+
+}  // namespace attnkit::model

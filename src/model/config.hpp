@@ -1,0 +1,56 @@
+// The model's configuration: a Llama-style decoder's dimensions and, per layer, its
+// attention (head sharing and pattern), read from and written to JSON. Parsing treats the
+// text as hostile: every field is type- and range-checked, and an Error names the field.
+// Not for: training hyper-parameters (train.hpp) or weights (model.hpp).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attnkit/pattern.hpp"
+#include "attnkit/rope.hpp"
+
+namespace attnkit::model {
+
+// One layer's attention. `heads` in the JSON: "mha" (kv_heads = n_heads), "mqa" (1), or
+// "gqa:G" (G KV heads, each shared by n_heads / G query heads: GQA-G as the GQA paper names
+// it). `pattern`: any causal attnkit pattern string (causal, window:L,0[,sinks=S],
+// longformer:...,causal, strided:..., fixed:...).
+struct LayerConfig {
+  int64_t kv_heads = 0;
+  std::string pattern = "causal";
+};
+
+struct ModelConfig {
+  int64_t dim = 0;          // model width C
+  int64_t hidden_dim = 0;   // SwiGLU width
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;      // query heads; head_dim = dim / n_heads
+  int64_t vocab = 0;
+  int64_t context = 0;      // longest sequence (RoPE table, training sequence length)
+  double norm_eps = 1e-5;
+  RopeConfig rope{RopeStyle::interleaved, 0, 10000.0};  // llama2.c's convention
+  bool tied_head = true;    // output head shares the token embedding
+  uint64_t seed = 0;        // weight initialisation
+  std::vector<LayerConfig> layers;  // n_layers entries
+
+  int64_t head_dim() const { return dim / n_heads; }
+  // Throws Error naming the field ("config.layers[2].pattern", ...).
+  void validate() const;
+  // Parameters, counting the output head once when tied.
+  int64_t parameter_count() const;
+};
+
+// Fields: dim, hidden_dim, n_layers, n_heads, vocab, context (required); norm_eps,
+// rope_base, rope_style ("interleaved" | "rotate_half"), tied_head, seed, and either
+// "layers": [{"heads": "gqa:2", "pattern": "causal"}, ...] (n_layers entries) or "heads" and
+// "pattern" applied to every layer (defaults "mha", "causal"). Unknown fields are errors.
+ModelConfig parse_config(std::string_view json_text);
+std::string config_to_json(const ModelConfig& config);  // parse_config reads it back exactly
+
+// "mha" | "mqa" | "gqa:G" for a model of n_heads query heads -> KV heads; throws Error naming `what`.
+int64_t parse_heads(std::string_view text, int64_t n_heads, std::string_view what);
+
+}  // namespace attnkit::model

@@ -6,7 +6,8 @@
 set -euo pipefail
 # OpenBLAS in its OpenMP build: its GEMMs share the kernels' OpenMP threads instead of
 # starting a second pool of their own (no oversubscription).
-runtime=(cmake g++ make libhwy-dev libfmt-dev nlohmann-json3-dev libpng-dev libcli11-dev libopenblas-openmp-dev)
+runtime=(cmake g++ make libhwy-dev libfmt-dev nlohmann-json3-dev libpng-dev libcli11-dev libopenblas-openmp-dev
+         curl ca-certificates openssl)
 testing=(clang libclang-rt-14-dev libomp-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
          python3 pkg-config)
 case "${1:-}" in
@@ -25,3 +26,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The text corpus the model trains on (cached; no network once fetched).
+bash "$(dirname "$0")/fetch_corpus.sh" >/dev/null

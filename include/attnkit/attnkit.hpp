@@ -22,6 +22,7 @@
 #include "attnkit/receptive_field.hpp"
 #include "attnkit/reference.hpp"
 #include "attnkit/rope.hpp"
+#include "attnkit/safetensors.hpp"
 #include "attnkit/shape.hpp"
 #include "attnkit/tensor.hpp"
 #include "attnkit/variant.hpp"

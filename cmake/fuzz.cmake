@@ -59,7 +59,7 @@ function(attnkit_add_fuzzer name)
     add_custom_command(
       OUTPUT ${obj}
       COMMAND ${CMAKE_COMMAND} -E make_directory ${ATTNKIT_FUZZ_DIR}/${name}.objs
-      COMMAND ${ATTNKIT_FUZZ_CXX} ${ATTNKIT_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/include -MD -MF ${obj}.d
+      COMMAND ${ATTNKIT_FUZZ_CXX} ${ATTNKIT_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/include -I${PROJECT_SOURCE_DIR}/src -MD -MF ${obj}.d
               -c ${PROJECT_SOURCE_DIR}/${src} -o ${obj}
       DEPENDS ${PROJECT_SOURCE_DIR}/${src}
       DEPFILE ${obj}.d
@@ -103,3 +103,8 @@ endfunction()
 
 attnkit_add_fuzzer(npy_fuzz src/io/npy.cpp src/core/tensor.cpp)
 attnkit_add_fuzz_test(npy_fuzz 20)
+attnkit_add_fuzzer(safetensors_fuzz src/io/safetensors.cpp src/io/atomic_file.cpp)
+attnkit_add_fuzz_test(safetensors_fuzz 15)
+attnkit_add_fuzzer(model_config_fuzz src/model/config.cpp src/pattern/pattern.cpp src/pattern/pattern_kinds.cpp
+                   src/pattern/pattern_parse.cpp src/core/rope.cpp src/core/shape.cpp src/core/tensor.cpp)
+attnkit_add_fuzz_test(model_config_fuzz 15)

@@ -158,8 +158,9 @@ void check_outputs(std::span<const OutputPath> outputs) {
     const std::string label = fmt::format("{} ({})", o.flag, shown_path(o.path));
     check_output_path(o.path, label);
     const std::string id = identity(o.path);
-    for (const auto& [other, other_id] : seen)
-      check(id != other_id, [&] {
+    for (const auto& entry : seen)
+      check(id != entry.second, [&] {
+        const OutputPath* other = entry.first;
         return fmt::format("{} ({}) and {} ({}) name the same file; give each output its own path", other->flag,
                            shown_path(other->path), o.flag, shown_path(o.path));
       });

@@ -26,7 +26,9 @@ constexpr size_t kMaxRank = 8;
 std::string safetensors_bytes(const SafeTensorsFile& file) {
   nlohmann::json header = nlohmann::json::object();
   uint64_t at = 0;
-  for (const auto& [name, t] : file.tensors) {
+  for (const auto& entry : file.tensors) {
+    const std::string& name = entry.first;
+    const SafeTensor& t = entry.second;
     int64_t n = 1;
     for (int64_t d : t.shape) n *= d;
     check(n == static_cast<int64_t>(t.data.size()),
@@ -70,9 +72,10 @@ SafeTensorsFile parse_safetensors(std::string_view bytes, std::string_view label
     const std::string what = fmt::format("{}: tensor \"{}\"", where, printable(name));
     if (name == "__metadata__") {
       check(entry.is_object(), [&] { return fmt::format("{}: __metadata__ must be an object", where); });
-      for (const auto& [k, v] : entry.items()) {
-        check(v.is_string(), [&] { return fmt::format("{}: __metadata__.{} must be a string", where, printable(k)); });
-        file.metadata[k] = v.get<std::string>();
+      for (const auto& item : entry.items()) {
+        check(item.value().is_string(),
+              [&] { return fmt::format("{}: __metadata__.{} must be a string", where, printable(item.key())); });
+        file.metadata[item.key()] = item.value().get<std::string>();
       }
       continue;
     }
@@ -106,9 +109,10 @@ SafeTensorsFile parse_safetensors(std::string_view bytes, std::string_view label
   }
   std::sort(spans.begin(), spans.end());
   uint64_t at = 0;
-  for (const auto& [b, e] : spans) {
-    check(b == at, [&] { return fmt::format("{}: tensor data must be contiguous and not overlap (at byte {})", where, b); });
-    at = e;
+  for (const auto& span : spans) {
+    check(span.first == at,
+          [&] { return fmt::format("{}: tensor data must be contiguous and not overlap (at byte {})", where, span.first); });
+    at = span.second;
   }
   check(at == data.size(), [&] { return fmt::format("{}: {} data bytes after the last tensor", where, data.size() - at); });
   return file;

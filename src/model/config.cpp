@@ -48,8 +48,9 @@ std::string get_string(const json& j, const char* key, std::string_view what, st
 }
 
 void check_known(const json& j, const std::set<std::string>& known, std::string_view where) {
-  for (const auto& [key, value] : j.items())
-    check(known.count(key) > 0, [&] { return fmt::format("{}: unknown field \"{}\"", where, printable(key)); });
+  for (const auto& item : j.items())
+    check(known.count(item.key()) > 0,
+          [&] { return fmt::format("{}: unknown field \"{}\"", where, printable(item.key())); });
 }
 
 std::string heads_name(int64_t kv_heads, int64_t n_heads) {

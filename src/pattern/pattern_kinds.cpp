@@ -32,7 +32,9 @@ Pattern Pattern::none() { return Pattern(); }
 Pattern Pattern::causal() { return window(-1, 0); }
 
 Pattern Pattern::window(int64_t left, int64_t right, int64_t sinks) {
-  for (auto [v, name] : {std::pair{left, "window left"}, std::pair{right, "window right"}}) {
+  for (const auto& side : {std::pair{left, "window left"}, std::pair{right, "window right"}}) {
+    const int64_t v = side.first;
+    const char* name = side.second;
     check(v >= -1, [&] { return fmt::format("pattern: {} ({}) must be >= 0, or -1 for unbounded", name, v); });
     if (v >= 0) check_length(v, name);
   }

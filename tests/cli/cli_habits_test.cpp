@@ -33,7 +33,7 @@ TEST(CliHabits, VersionAndUnknownCommands) {
 
   r = run_cli("foo --n 3");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("unknown command 'foo'; commands are: attend, bench, hwinfo, kv-size, pattern"),
+  EXPECT_NE(r.output.find("unknown command 'foo'; commands are: attend, bench, generate, hwinfo, kv-size, pattern, receptive-field, train"),
             std::string::npos)
       << r.output;
   r = run_cli("");
@@ -46,7 +46,7 @@ TEST(CliHabits, VersionAndUnknownCommands) {
 }
 
 TEST(CliHabits, ThreadsAreValidatedAndApplied) {
-  for (const char* cmd : {"attend --q q --k k --v v --out o", "bench --quick", "hwinfo"})
+  for (const char* cmd : {"attend --q q --k k --v v --out o", "bench --quick", "hwinfo", "train --out t", "generate --model m"})
     for (const char* bad : {"-t 0", "--threads 1025", "-t x", "--threads 99999999999999999999"}) {
       const auto r = run_cli(fmt::format("{} {}", cmd, bad));
       EXPECT_EQ(r.exit_code, 2) << cmd << " " << bad << "\n" << r.output;

@@ -1,0 +1,58 @@
+// Generation: the model run token by token over a KV cache of any kind (kv_cache.hpp),
+// the prompt prefilled through attend() (the flash kernel) in one call, each new token
+// through decode_attention(), and sampling (greedy, temperature, top-k, top-p).
+// Layers whose pattern decode cannot express (Longformer, BigBird, strided, fixed) attend
+// with attend() over the cache's gathered K / V, the query bottom-right aligned: exact,
+// at the cost of a gather per token. Keys are rotated (RoPE) before they are stored, at
+// their absolute positions. Not for: batched generation, beam search.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "attnkit/kv_cache.hpp"
+#include "model/model.hpp"
+
+namespace attnkit::model {
+
+// --cache: "contiguous" | "paged[:P]" (P slots per page, default 16) |
+// "rolling:w=W[,sinks=S]" (W keys per query, itself included; S sinks, default 4);
+// --kv-dtype: f32 | bf16 | f16 | int8 | int4. Throws Error naming the flag.
+KvCacheConfig parse_cache(std::string_view cache, std::string_view kv_dtype);
+
+class Generator {
+ public:
+  // One cache per layer (layers may differ in KV heads), built from `cache` (its layout,
+  // storage and window; the shapes come from the model). Keeps a reference to model.
+  Generator(const Model& model, const KvCacheConfig& cache);
+  ~Generator();
+
+  // Appends tokens (ids checked) and returns the logits [vocab] after the last one. The
+  // first call with several tokens is the prefill; later calls usually pass one.
+  const std::vector<float>& feed(std::span<const int32_t> tokens);
+  int64_t position() const { return pos_; }
+  int64_t kv_bytes() const;  // bytes the caches hold (KvCache::bytes_allocated, summed)
+
+ private:
+  void forward_chunk(std::span<const int32_t> tokens);
+  const Model& model_;
+  KvCacheConfig cache_cfg_;
+  std::vector<std::unique_ptr<KvCache>> caches_;
+  std::vector<int64_t> seqs_;
+  int64_t pos_ = 0;
+  std::vector<float> logits_;
+};
+
+struct SamplingOptions {
+  double temperature = 1.0;  // 0: greedy (argmax, ties to the lowest id)
+  int64_t top_k = 0;         // 0: off
+  double top_p = 1.0;        // nucleus; 1: off
+};
+// Draws a token from logits [vocab]. Throws Error naming the option when out of range.
+int32_t sample(const std::vector<float>& logits, const SamplingOptions& opts, std::mt19937_64& rng);
+
+}  // namespace attnkit::model

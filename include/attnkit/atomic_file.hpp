@@ -84,4 +84,8 @@ class AtomicFile {
 // Writes `contents` to `path` through an AtomicFile; "-" writes to standard output.
 void write_file_atomically(const std::string& path, std::string_view contents, std::string label);
 
+// The whole of a file we read (the reading side of the same rule): at most max_bytes, else
+// an Error naming the path before anything is allocated.
+std::string read_whole_file(const std::string& path, uint64_t max_bytes);
+
 }  // namespace attnkit

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <vector>
 
@@ -239,6 +240,20 @@ void write_file_atomically(const std::string& path, std::string_view contents, s
   AtomicFile f(path, std::move(label));
   f.write(contents);
   f.commit();
+}
+
+std::string read_whole_file(const std::string& path, uint64_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  check(static_cast<bool>(in), [&] { return fmt::format("cannot open {}", printable(path)); });
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  check(size >= 0 && static_cast<uint64_t>(size) <= max_bytes,
+        [&] { return fmt::format("{}: cannot be read or is over {} bytes", printable(path), max_bytes); });
+  in.seekg(0);
+  std::string bytes(static_cast<size_t>(size), '\0');
+  in.read(bytes.data(), size);
+  check(static_cast<bool>(in), [&] { return fmt::format("cannot read {}", printable(path)); });
+  return bytes;
 }
 
 }  // namespace attnkit

@@ -119,17 +119,7 @@ SafeTensorsFile parse_safetensors(std::string_view bytes, std::string_view label
 }
 
 SafeTensorsFile read_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  check(static_cast<bool>(in), [&] { return fmt::format("cannot open {}", printable(path)); });
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  check(size >= 0 && static_cast<uint64_t>(size) <= kMaxFileBytes,
-        [&] { return fmt::format("{}: cannot be read or is over 64 GiB", printable(path)); });
-  in.seekg(0);
-  std::string bytes(static_cast<size_t>(size), '\0');
-  in.read(bytes.data(), size);
-  check(static_cast<bool>(in), [&] { return fmt::format("cannot read {}", printable(path)); });
-  return parse_safetensors(bytes, path);
+  return parse_safetensors(read_whole_file(path, kMaxFileBytes), path);
 }
 
 void write_safetensors(const std::string& path, const SafeTensorsFile& file) {

@@ -9,27 +9,16 @@
 #include <fstream>
 #include <sstream>
 
+#include "attnkit/atomic_file.hpp"
 #include "attnkit/error.hpp"
 
 namespace attnkit::model {
 namespace {
 
 // Largest document or list file read: Brown's largest document is about 25 KB.
-constexpr std::streamoff kMaxFileBytes = 16 << 20;
+constexpr uint64_t kMaxFileBytes = 16 << 20;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  check(static_cast<bool>(in), [&] { return fmt::format("cannot open {}", printable(path)); });
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  check(size >= 0 && size <= kMaxFileBytes,
-        [&] { return fmt::format("{}: size must be at most {} bytes", printable(path), kMaxFileBytes); });
-  in.seekg(0);
-  std::string s(static_cast<size_t>(size), '\0');
-  in.read(s.data(), size);
-  check(static_cast<bool>(in), [&] { return fmt::format("cannot read {}", printable(path)); });
-  return s;
-}
+std::string read_file(const std::string& path) { return read_whole_file(path, kMaxFileBytes); }
 
 bool attaches_left(std::string_view w) {
   return w == "." || w == "," || w == ";" || w == ":" || w == "!" || w == "?" || w == ")" || w == "'" ||

@@ -14,6 +14,7 @@
 #include "command.hpp"
 #include "model/corpus.hpp"
 #include "model/generate.hpp"
+#include "model/llama2c.hpp"
 #include "model/train.hpp"
 #include "options.hpp"
 
@@ -50,8 +51,8 @@ int run(const Options& o) {
   const KvCacheConfig cache_cfg = model::parse_cache(o.cache, o.kv_dtype);
   check(o.prompt.empty() || o.prompt_ids.empty(), [] { return std::string("give --prompt or --prompt-ids, not both"); });
   const model::SamplingOptions sampling{o.temperature, o.top_k, o.top_p};
-  model::TrainState st = model::load_checkpoint(path, nullptr);
-  const model::Model& m = st.model;
+  const bool llama2c = path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0;
+  const model::Model m = llama2c ? model::load_llama2c(path) : model::load_checkpoint(path, nullptr).model;
   std::vector<int32_t> prompt = o.prompt_ids.empty() ? model::byte_encode(o.prompt) : parse_ids(o.prompt_ids);
   if (prompt.empty()) prompt.push_back('\n');  // byte models start from a line break
   model::Generator gen(m, cache_cfg);
@@ -90,7 +91,7 @@ int run(const Options& o) {
 
 std::function<int()> setup(CLI::App& sub) {
   auto o = std::make_shared<Options>();
-  sub.add_option("--model", o->model, "a checkpoint (model.safetensors) or the folder attnkit train wrote")->required();
+  sub.add_option("--model", o->model, "a checkpoint (model.safetensors), the folder attnkit train wrote, or a llama2.c .bin")->required();
   sub.add_option("--prompt", o->prompt, "prompt text (byte tokenizer)");
   sub.add_option("--prompt-ids", o->prompt_ids, "prompt as token ids, comma-separated (e.g. 1,2,3)");
   sub.add_flag("--print-ids", o->print_ids, "print the generated ids (one line, space-separated) instead of text");

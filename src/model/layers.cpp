@@ -9,6 +9,14 @@
 #include <cstring>
 
 namespace attnkit::model {
+namespace {
+
+// Below this many elements a layer runs on one thread: starting the team costs more. Every
+// parallel loop here writes disjoint rows or elements, so results do not depend on the
+// thread count; sums over rows (dw of RMSNorm, embedding gradients) stay serial.
+constexpr int64_t kParallelElements = 1 << 15;
+
+}  // namespace
 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, int64_t n, int64_t c) {
   for (int64_t i = 0; i < n; ++i)
@@ -24,6 +32,7 @@ void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, i
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t n, int64_t c, float eps) {
+#pragma omp parallel for schedule(static) if (n * c >= kParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = x + i * c;
     float ss = 0;
@@ -73,7 +82,8 @@ void linear_backward(float* dx, float* dw, const float* dout, const float* x, co
 }
 
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, int64_t h) {
-  for (int64_t i = 0, e = n * h; i < e; ++i) {
+#pragma omp parallel for schedule(static) if (n * h >= kParallelElements)
+  for (int64_t i = 0; i < n * h; ++i) {
     const float g = gate[i];
     out[i] = g / (1.0f + std::exp(-g)) * up[i];
   }
@@ -82,7 +92,8 @@ void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, i
 // silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g).
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n,
                      int64_t h) {
-  for (int64_t i = 0, e = n * h; i < e; ++i) {
+#pragma omp parallel for schedule(static) if (n * h >= kParallelElements)
+  for (int64_t i = 0; i < n * h; ++i) {
     const float g = gate[i], s = 1.0f / (1.0f + std::exp(-g));
     dup[i] = dout[i] * g * s;
     dgate[i] = dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
@@ -117,6 +128,7 @@ void rope_backward(const RopeCache& cache, float* dx, const int64_t* pos, int64_
 
 void crossentropy_forward(float* losses, float* probs, const float* logits, const int32_t* targets, int64_t n,
                           int64_t v) {
+#pragma omp parallel for schedule(static) if (n * v >= kParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     const float* z = logits + i * v;
     float* p = probs + i * v;
@@ -131,6 +143,7 @@ void crossentropy_forward(float* losses, float* probs, const float* logits, cons
 
 void crossentropy_backward(float* dlogits, const float* probs, const float* dloss, const int32_t* targets, int64_t n,
                            int64_t v) {
+#pragma omp parallel for schedule(static) if (n * v >= kParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < v; ++j) dlogits[i * v + j] = dloss[i] * probs[i * v + j];
     dlogits[i * v + targets[i]] -= dloss[i];

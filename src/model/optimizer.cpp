@@ -33,7 +33,9 @@ double adamw_step(Model& model, std::vector<float>& grads, AdamWState& st, const
   for (const ParamRef& p : model.params()) {
     // Decoupled decay: w -= lr * wd * w, apart from the adaptive step.
     const float decay = p.decay ? static_cast<float>(lr * cfg.weight_decay) : 0.0f;
-    for (int64_t i = p.offset, e = p.offset + p.rows * p.cols; i < e; ++i) {
+    // Elementwise: the same bits for any thread count.
+#pragma omp parallel for schedule(static) if (p.rows * p.cols >= (1 << 15))
+    for (int64_t i = p.offset; i < p.offset + p.rows * p.cols; ++i) {
       const float g = grads[static_cast<size_t>(i)] * clip;
       float& m = st.m[static_cast<size_t>(i)];
       float& v = st.v[static_cast<size_t>(i)];

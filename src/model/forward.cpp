@@ -14,17 +14,9 @@
 namespace attnkit::model {
 namespace {
 
-// A [B, H, T, D] view of the rows of a [B][T][H][D] projection.
-TensorView heads_view(const float* data, int64_t b, int64_t t, int64_t h, int64_t d) {
-  return TensorView(data, DType::f32, {b, h, t, d}, {t * h * d, d, h * d, 1});
-}
-MutTensorView heads_mut(float* data, int64_t b, int64_t t, int64_t h, int64_t d) {
-  return MutTensorView(data, DType::f32, {b, h, t, d}, {t * h * d, d, h * d, 1});
-}
-
-AttendOptions layer_options(const LayerConfig& lc) {
+AttendOptions layer_options(const Model& model, int64_t l) {
   AttendOptions opts;
-  opts.pattern = Pattern::parse(lc.pattern);
+  opts.pattern = model.pattern(l);
   return opts;
 }
 
@@ -77,7 +69,7 @@ double training_forward(const Model& model, const int32_t* tokens, const int32_t
     rope_forward(model.rope(), s.q.data(), a.pos.data(), n, hq);
     rope_forward(model.rope(), s.k.data(), a.pos.data(), n, hkv);
     attend_into(heads_view(s.q.data(), b, t, hq, hd), heads_view(s.k.data(), b, t, hkv, hd),
-                heads_view(s.v.data(), b, t, hkv, hd), layer_options(lc), heads_mut(s.att.data(), b, t, hq, hd),
+                heads_view(s.v.data(), b, t, hkv, hd), layer_options(model, l), heads_mut(s.att.data(), b, t, hq, hd),
                 MutTensorView(s.lse.data(), DType::f32, {b, hq, t}));
     s.x2 = s.x;
     linear_forward(s.x2.data(), s.att.data(), w + o.wo, n, dim, dim, 1.0f);
@@ -138,7 +130,7 @@ void training_backward(const Model& model, const int32_t* tokens, const int32_t*
     attend_backward_into(heads_view(s.q.data(), b, t, hq, hd), heads_view(s.k.data(), b, t, hkv, hd),
                          heads_view(s.v.data(), b, t, hkv, hd), heads_view(s.att.data(), b, t, hq, hd),
                          TensorView(s.lse.data(), DType::f32, {b, hq, t}), heads_view(datt.data(), b, t, hq, hd),
-                         layer_options(lc), heads_mut(dq.data(), b, t, hq, hd), heads_mut(dk.data(), b, t, hkv, hd),
+                         layer_options(model, l), heads_mut(dq.data(), b, t, hq, hd), heads_mut(dk.data(), b, t, hkv, hd),
                          heads_mut(dv.data(), b, t, hkv, hd), MutTensorView{});
     rope_backward(model.rope(), dq.data(), a.pos.data(), n, hq);
     rope_backward(model.rope(), dk.data(), a.pos.data(), n, hkv);

@@ -40,13 +40,6 @@ std::optional<std::pair<int64_t, int64_t>> decode_mask(const Pattern& p) {
   }
 }
 
-TensorView heads(const float* data, int64_t t, int64_t h, int64_t d) {
-  return TensorView(data, DType::f32, {1, h, t, d}, {t * h * d, d, h * d, 1});
-}
-MutTensorView heads_mut(float* data, int64_t t, int64_t h, int64_t d) {
-  return MutTensorView(data, DType::f32, {1, h, t, d}, {t * h * d, d, h * d, 1});
-}
-
 }  // namespace
 
 KvCacheConfig parse_cache(std::string_view cache, std::string_view kv_dtype) {
@@ -84,7 +77,7 @@ Generator::Generator(const Model& model, const KvCacheConfig& cache) : model_(mo
     const LayerConfig& lc = mc.layers[l];
     // A rolling cache holds sinks and a window, not every position: only the patterns that
     // decode's mask expresses can read it.
-    check(cache.layout != KvLayout::rolling || decode_mask(Pattern::parse(lc.pattern)), [&] {
+    check(cache.layout != KvLayout::rolling || decode_mask(model.pattern(static_cast<int64_t>(l))), [&] {
       return fmt::format("--cache rolling: layer {}'s pattern (\"{}\") needs every earlier key; use contiguous or paged",
                          l, printable(lc.pattern));
     });
@@ -142,14 +135,14 @@ void Generator::forward_chunk(std::span<const int32_t> tokens) {
     linear_forward(v.data(), n.data(), w + o.wv, t, dim, kv);
     rope_forward(model_.rope(), q.data(), pos.data(), t, hq);
     rope_forward(model_.rope(), k.data(), pos.data(), t, hkv);
-    const Pattern pattern = Pattern::parse(lc.pattern);
+    const Pattern& pattern = model_.pattern(l);
     const auto mask = decode_mask(pattern);
     if (pos_ == 0 && t > 1) {
       // Prefill: the chunk attends to itself with the layer's pattern (the flash kernel).
       AttendOptions opts;
       opts.pattern = pattern;
-      attend_into(heads(q.data(), t, hq, hd), heads(k.data(), t, hkv, hd), heads(v.data(), t, hkv, hd), opts,
-                  heads_mut(att.data(), t, hq, hd), MutTensorView{});
+      attend_into(heads_view(q.data(), 1, t, hq, hd), heads_view(k.data(), 1, t, hkv, hd), heads_view(v.data(), 1, t, hkv, hd), opts,
+                  heads_mut(att.data(), 1, t, hq, hd), MutTensorView{});
     }
     // Store the chunk's keys and values, in pieces of at most max_append tokens.
     const int64_t step = cache.config().layout == KvLayout::rolling ? cache.config().max_append : t;
@@ -167,8 +160,8 @@ void Generator::forward_chunk(std::span<const int32_t> tokens) {
         // layer without a window sees all of that.
         if (mask->first > 0) opts.window = mask->first, opts.sinks = mask->second;
         const int64_t s0 = seq;
-        decode_attention(cache, 0, std::span<const int64_t>(&s0, 1), heads(q.data(), 1, hq, hd),
-                         heads_mut(att.data(), 1, hq, hd), opts);
+        decode_attention(cache, 0, std::span<const int64_t>(&s0, 1), heads_view(q.data(), 1, 1, hq, hd),
+                         heads_mut(att.data(), 1, 1, hq, hd), opts);
       } else {
         const int64_t held = cache.sequence(seq).held;
         std::vector<float> kk(static_cast<size_t>(hkv * held * hd)), vv(kk.size());
@@ -176,8 +169,8 @@ void Generator::forward_chunk(std::span<const int32_t> tokens) {
                      MutTensorView(vv.data(), DType::f32, {hkv, held, hd}));
         AttendOptions opts;
         opts.pattern = pattern;
-        attend_into(heads(q.data(), 1, hq, hd), TensorView(kk.data(), DType::f32, {1, hkv, held, hd}),
-                    TensorView(vv.data(), DType::f32, {1, hkv, held, hd}), opts, heads_mut(att.data(), 1, hq, hd),
+        attend_into(heads_view(q.data(), 1, 1, hq, hd), TensorView(kk.data(), DType::f32, {1, hkv, held, hd}),
+                    TensorView(vv.data(), DType::f32, {1, hkv, held, hd}), opts, heads_mut(att.data(), 1, 1, hq, hd),
                     MutTensorView{});
       }
     }

@@ -37,6 +37,7 @@ Model::Model(ModelConfig config) : config_(std::move(config)) {
     o.w2 = add(p + "w2", c.dim, c.hidden_dim, true);
     o.w3 = add(p + "w3", c.hidden_dim, c.dim, true);
     layers_.push_back(o);
+    patterns_.push_back(Pattern::parse(c.layers[static_cast<size_t>(l)].pattern));
   }
   rms_final_ = add("norm", c.dim, 1, false);
   wcls_ = c.tied_head ? wte_ : add("output", c.vocab, c.dim, true);

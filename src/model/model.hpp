@@ -15,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/pattern.hpp"
 #include "attnkit/rope.hpp"
+#include "attnkit/tensor.hpp"
 #include "model/config.hpp"
 
 namespace attnkit::model {
@@ -52,6 +54,7 @@ class Model {
   int64_t wcls() const { return wcls_; }
   const LayerOffsets& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
   const RopeCache& rope() const { return *rope_; }
+  const Pattern& pattern(int64_t l) const { return patterns_[static_cast<size_t>(l)]; }  // parsed once
 
  private:
   ModelConfig config_;
@@ -59,7 +62,17 @@ class Model {
   std::vector<LayerOffsets> layers_;
   int64_t wte_ = 0, rms_final_ = 0, wcls_ = 0;
   std::shared_ptr<const RopeCache> rope_;
+  std::vector<Pattern> patterns_;
 };
+
+// A [B, H, T, D] view of the rows of a [B][T][H][D] projection: what attention reads and
+// writes, without a copy.
+inline TensorView heads_view(const float* data, int64_t b, int64_t t, int64_t h, int64_t d) {
+  return TensorView(data, DType::f32, {b, h, t, d}, {t * h * d, d, h * d, 1});
+}
+inline MutTensorView heads_mut(float* data, int64_t b, int64_t t, int64_t h, int64_t d) {
+  return MutTensorView(data, DType::f32, {b, h, t, d}, {t * h * d, d, h * d, 1});
+}
 
 // Activations of one forward over tokens [B][T], kept for the backward. Sized on first use
 // and reused while B and T stay the same.

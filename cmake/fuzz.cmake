@@ -112,3 +112,5 @@ attnkit_add_fuzzer(llama2c_fuzz src/model/llama2c.cpp src/model/model.cpp src/mo
                    src/pattern/pattern.cpp src/pattern/pattern_kinds.cpp src/pattern/pattern_parse.cpp src/core/rope.cpp
                    src/core/shape.cpp src/core/tensor.cpp src/io/atomic_file.cpp)
 attnkit_add_fuzz_test(llama2c_fuzz 15)
+attnkit_add_fuzzer(tokenizer_fuzz src/model/tokenizer.cpp src/ref/tokenizer_ref.cpp src/io/atomic_file.cpp)
+attnkit_add_fuzz_test(tokenizer_fuzz 15)

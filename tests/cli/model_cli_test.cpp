@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "cli_runner.hpp"
+#include "model/tokenizer.hpp"
 
 namespace attnkit {
 namespace {
@@ -51,6 +52,23 @@ TEST(ModelCli, TrainThenGenerate) {
   r = run_cli(fmt::format("generate --model {}/run --prompt 'The cat' --max-tokens 30 --temperature 0", d));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("tok/s"), std::string::npos) << r.output;
+
+  // A tokenizer.bin over the same 256 ids (every id from 3 up its own byte): the prompt is
+  // encoded with BOS first and the generated ids are decoded through it.
+  std::vector<std::string> pieces = {"<unk>", "<s>", "</s>"};
+  for (int b = 3; b < 256; ++b) pieces.emplace_back(1, static_cast<char>(b));
+  model::save_tokenizer(model::Tokenizer(pieces, std::vector<float>(256, 0.0f), 5), d + "/tok.bin");
+  r = run_cli(fmt::format("generate --model {0}/run --tokenizer {0}/tok.bin --prompt 'The cat' --max-tokens 10 "
+                          "--temperature 0",
+                          d),
+              false);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("The cat", 0), 0u) << r.output;
+  pieces.emplace_back("extra");
+  model::save_tokenizer(model::Tokenizer(pieces, std::vector<float>(257, 0.0f), 5), d + "/tok257.bin");
+  r = run_cli(fmt::format("generate --model {0}/run --tokenizer {0}/tok257.bin --prompt x", d));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("more than the model's vocabulary (256 pieces)"), std::string::npos) << r.output;
 
   // Resume to a longer run continues from the checkpoint.
   r = run_cli(fmt::format("train --out {0}/run --corpus {0}/corpus --resume --steps 50", d));

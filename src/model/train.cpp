@@ -11,17 +11,29 @@
 
 #include "attnkit/error.hpp"
 #include "attnkit/safetensors.hpp"
+#include "model/corpus.hpp"
 
 namespace attnkit::model {
 namespace {
 
 // Windows [start, start + seq_len] of the stream: inputs and their next tokens.
+// With a pass-key task, a row is a pass-key sample with probability `fraction` (the
+// generator is drawn from only then, so fraction 0 draws the plain windows).
 void fill_batch(const std::vector<int32_t>& data, int64_t batch, int64_t seq_len, std::mt19937_64& rng,
-                std::vector<int32_t>& tokens, std::vector<int32_t>& targets) {
+                std::vector<int32_t>& tokens, std::vector<int32_t>& targets, const PasskeyTask* passkey = nullptr,
+                double fraction = 0.0) {
   const uint64_t starts = static_cast<uint64_t>(static_cast<int64_t>(data.size()) - seq_len);
   tokens.resize(static_cast<size_t>(batch * seq_len));
   targets.resize(tokens.size());
   for (int64_t b = 0; b < batch; ++b) {
+    if (passkey && fraction > 0.0 && std::uniform_real_distribution<double>(0.0, 1.0)(rng) < fraction) {
+      const PasskeySample p = passkey->make(rng(), seq_len + 1);
+      for (int64_t t = 0; t < seq_len; ++t) {
+        tokens[static_cast<size_t>(b * seq_len + t)] = static_cast<uint8_t>(p.text[static_cast<size_t>(t)]);
+        targets[static_cast<size_t>(b * seq_len + t)] = static_cast<uint8_t>(p.text[static_cast<size_t>(t) + 1]);
+      }
+      continue;
+    }
     const size_t s = static_cast<size_t>(rng() % starts);
     for (int64_t t = 0; t < seq_len; ++t) {
       tokens[static_cast<size_t>(b * seq_len + t)] = data[s + static_cast<size_t>(t)];
@@ -43,7 +55,8 @@ nlohmann::json train_config_json(const TrainConfig& c) {
           {"warmup", c.warmup},       {"min_lr_ratio", c.min_lr_ratio}, {"lr", c.adamw.lr},
           {"beta1", c.adamw.beta1},   {"beta2", c.adamw.beta2},   {"eps", c.adamw.eps},
           {"weight_decay", c.adamw.weight_decay}, {"clip_norm", c.adamw.clip_norm},
-          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"seed", c.seed}};
+          {"eval_every", c.eval_every}, {"eval_batches", c.eval_batches}, {"seed", c.seed},
+          {"passkey_fraction", c.passkey_fraction}};
 }
 
 }  // namespace
@@ -63,12 +76,24 @@ double evaluate(const Model& model, const std::vector<int32_t>& data, int64_t ba
 
 void train(TrainState& st, const TrainConfig& cfg, const std::vector<int32_t>& train_tokens,
            const std::vector<int32_t>& val_tokens, const std::function<void(const StepReport&)>& report,
-           int64_t until) {
+           int64_t until, const PasskeyTask* passkey) {
   check(cfg.seq_len >= 1 && cfg.seq_len <= st.model.config().context, [&] {
     return fmt::format("seq_len ({}) must be in [1, context = {}]", cfg.seq_len, st.model.config().context);
   });
   check(cfg.batch >= 1, [&] { return fmt::format("batch ({}) must be >= 1", cfg.batch); });
   check_data(train_tokens, cfg.seq_len, st.model.config().vocab, "training data");
+  check(cfg.passkey_fraction >= 0.0 && cfg.passkey_fraction <= 1.0,
+        [&] { return fmt::format("passkey_fraction ({}) must be in [0, 1]", cfg.passkey_fraction); });
+  if (cfg.passkey_fraction > 0.0) {
+    check(passkey != nullptr, [] { return std::string("passkey_fraction > 0 needs a pass-key task"); });
+    check(st.model.config().vocab == kByteVocab, [&] {
+      return fmt::format("pass-key rows are bytes: the model's vocabulary must be {} (it is {})", kByteVocab,
+                         st.model.config().vocab);
+    });
+    check(cfg.seq_len + 1 >= PasskeyTask::min_length(), [&] {
+      return fmt::format("pass-key rows need seq_len + 1 >= {} (seq_len is {})", PasskeyTask::min_length(), cfg.seq_len);
+    });
+  }
   std::vector<int32_t> tokens, targets;
   std::vector<float> grads;
   Activations acts;
@@ -76,7 +101,7 @@ void train(TrainState& st, const TrainConfig& cfg, const std::vector<int32_t>& t
   while (st.step < stop) {
     const auto t0 = std::chrono::steady_clock::now();
     std::mt19937_64 rng(cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(st.step));
-    fill_batch(train_tokens, cfg.batch, cfg.seq_len, rng, tokens, targets);
+    fill_batch(train_tokens, cfg.batch, cfg.seq_len, rng, tokens, targets, passkey, cfg.passkey_fraction);
     const double loss = training_forward(st.model, tokens.data(), targets.data(), cfg.batch, cfg.seq_len, acts);
     training_backward(st.model, tokens.data(), targets.data(), acts, grads);
     const double lr = cosine_lr(st.step, cfg.steps, cfg.warmup, cfg.adamw.lr, cfg.adamw.lr * cfg.min_lr_ratio);
@@ -160,6 +185,7 @@ TrainState load_checkpoint(const std::string& path, TrainConfig* cfg) {
       c.adamw.beta2 = j.at("beta2"), c.adamw.eps = j.at("eps"), c.adamw.weight_decay = j.at("weight_decay");
       c.adamw.clip_norm = j.at("clip_norm"), c.eval_every = j.at("eval_every"), c.eval_batches = j.at("eval_batches");
       c.seed = j.at("seed");
+      c.passkey_fraction = j.value("passkey_fraction", 0.0);
       *cfg = c;
     } catch (const nlohmann::json::exception& e) {
       throw Error(fmt::format("{}: metadata \"train\" is not a training config ({})", where, printable(e.what())));

@@ -12,6 +12,7 @@
 
 #include "model/model.hpp"
 #include "model/optimizer.hpp"
+#include "model/retrieval.hpp"
 
 namespace attnkit::model {
 
@@ -22,6 +23,9 @@ struct TrainConfig {
   AdamWConfig adamw;
   int64_t eval_every = 100, eval_batches = 8;
   uint64_t seed = 1;  // data order
+  // The share of training rows that are pass-key samples (retrieval.hpp) of seq_len + 1
+  // bytes instead of corpus windows, drawn per row from the same seeded generator.
+  double passkey_fraction = 0.0;
 };
 
 struct StepReport {
@@ -44,10 +48,11 @@ double evaluate(const Model& model, const std::vector<int32_t>& tokens, int64_t 
 // Runs steps state.step .. min(cfg.steps, until) - 1 (until < 0: to cfg.steps); report()
 // after each. The schedule is always cfg.steps long, so a run cut at `until` and resumed
 // takes the steps an uninterrupted one would. Throws Error when the data
-// is shorter than seq_len + 1 tokens or holds ids outside the vocabulary.
+// is shorter than seq_len + 1 tokens or holds ids outside the vocabulary, or when
+// cfg.passkey_fraction > 0 without a task or with a model that is not byte-level.
 void train(TrainState& state, const TrainConfig& cfg, const std::vector<int32_t>& train_tokens,
            const std::vector<int32_t>& val_tokens, const std::function<void(const StepReport&)>& report,
-           int64_t until = -1);
+           int64_t until = -1, const PasskeyTask* passkey = nullptr);
 
 // Checkpoint: one safetensors file, written whole or not at all.
 void save_checkpoint(const std::string& path, const TrainState& state, const TrainConfig& cfg);

@@ -70,6 +70,34 @@ TEST(Train, ResumeContinuesBitForBit) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Train, PasskeyRowsAreMixedInDeterministically) {
+  ModelConfig mc = small();
+  mc.context = 128;
+  TrainConfig cfg = config();
+  cfg.seq_len = 120, cfg.steps = 3, cfg.eval_every = 0;
+  std::vector<int32_t> long_data;
+  const std::vector<int32_t> one = data();
+  for (int r = 0; r < 4; ++r) long_data.insert(long_data.end(), one.begin(), one.end());
+  const PasskeyTask task("The cat sat on the mat.\nThe dog sat on the log.\n");
+  const auto losses = [&](double fraction) {
+    TrainConfig c = cfg;
+    c.passkey_fraction = fraction;
+    TrainState st{Model(mc), {}, 0};
+    st.model.init_weights();
+    std::vector<double> out;
+    train(st, c, long_data, {}, [&](const StepReport& r) { out.push_back(r.loss); }, -1, &task);
+    return out;
+  };
+  const std::vector<double> none = losses(0.0), half = losses(0.5);
+  EXPECT_NE(none, half);           // some rows were pass-key samples
+  EXPECT_EQ(half, losses(0.5));    // and the same ones on a rerun
+  TrainState st{Model(mc), {}, 0};
+  cfg.passkey_fraction = 0.5;
+  EXPECT_THROW(train(st, cfg, long_data, {}, nullptr), Error);  // no task
+  cfg.seq_len = 16;
+  EXPECT_THROW(train(st, cfg, long_data, {}, nullptr, -1, &task), Error);  // too short for a sample
+}
+
 TEST(Train, ShortDataIsAnError) {
   TrainState st{Model(small()), {}, 0};
   EXPECT_THROW(train(st, config(), std::vector<int32_t>(10, 1), {}, nullptr), Error);

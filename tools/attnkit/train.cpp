@@ -27,7 +27,7 @@ struct Options {
   std::string config, out, corpus;
   int64_t steps = 0, tokens = 0, batch = 16, seq_len = 128, eval_every = 50, eval_batches = 8, save_every = 0;
   int64_t warmup = 30;
-  double lr = 3e-3;
+  double lr = 3e-3, passkey_fraction = 0.0;
   bool resume = false;
   int threads = 0;
 };
@@ -52,7 +52,7 @@ int run(const Options& o) {
     check(mc.vocab == model::kByteVocab,
           [&] { return fmt::format("--config: vocab ({}) must be 256 for the byte tokenizer", mc.vocab); });
     cfg.batch = o.batch, cfg.seq_len = o.seq_len, cfg.warmup = o.warmup, cfg.adamw.lr = o.lr;
-    cfg.eval_every = o.eval_every, cfg.eval_batches = o.eval_batches;
+    cfg.eval_every = o.eval_every, cfg.eval_batches = o.eval_batches, cfg.passkey_fraction = o.passkey_fraction;
     cfg.steps = o.steps > 0 ? o.steps : std::max<int64_t>(1, o.tokens / (o.batch * o.seq_len));
     check(o.steps > 0 || o.tokens > 0, [] { return std::string("give --steps or --tokens"); });
     model::Model m(mc);
@@ -64,6 +64,8 @@ int run(const Options& o) {
   const model::Corpus corpus = model::load_brown(o.corpus.empty() ? model::default_corpus_dir() : o.corpus);
   const std::vector<int32_t> train_ids = model::byte_encode(corpus.train), val_ids = model::byte_encode(corpus.validation);
   const double unigram = model::unigram_entropy(train_ids, val_ids, model::kByteVocab);
+  // Filler for pass-key rows comes from the training split only.
+  const model::PasskeyTask passkey(corpus.train);
   const model::ModelConfig& mc = state->model.config();
   fmt::print("corpus: Brown, {} / {} / {} documents, {} / {} / {} bytes (train / validation / test)\n",
              corpus.documents[0], corpus.documents[1], corpus.documents[2], corpus.train.size(),
@@ -93,7 +95,7 @@ int run(const Options& o) {
     else if (!std::isnan(r.val_loss) || r.step == cfg.steps)
       fmt::print(stderr, "{}\n", line);
     if (o.save_every > 0 && r.step % o.save_every == 0 && r.step < cfg.steps) model::save_checkpoint(ckpt, *state, cfg);
-  });
+  }, -1, &passkey);
   if (tty) fmt::print(stderr, "\n");
   model::save_checkpoint(ckpt, *state, cfg);
   const double val = model::evaluate(state->model, val_ids, cfg.batch, cfg.seq_len, cfg.eval_batches);
@@ -116,6 +118,9 @@ std::function<int()> setup(CLI::App& sub) {
   add_int(sub, "--seq-len", o->seq_len, "tokens per sequence (<= the config's context)", 1, int64_t{1} << 31);
   add_int(sub, "--warmup", o->warmup, "learning-rate warm-up steps", 0, int64_t{1} << 40);
   sub.add_option("--lr", o->lr, "peak learning rate (AdamW)")->check(CLI::PositiveNumber);
+  sub.add_option("--passkey-fraction", o->passkey_fraction,
+                 "share of training rows that are pass-key retrieval samples (0: none)")
+      ->check(CLI::Range(0.0, 1.0));
   add_int(sub, "--eval-every", o->eval_every, "validation loss every this many steps (0: only at the end)", 0,
           int64_t{1} << 40);
   add_int(sub, "--eval-batches", o->eval_batches, "batches in each validation", 1, 1 << 20);

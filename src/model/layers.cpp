@@ -12,22 +12,29 @@ namespace attnkit::model {
 namespace {
 
 // Below this many elements a layer runs on one thread: starting the team costs more. Every
-// parallel loop here writes disjoint rows or elements, so results do not depend on the
-// thread count; sums over rows (dw of RMSNorm, embedding gradients) stay serial.
+// parallel loop here writes disjoint rows or elements, and sums over rows (dw of RMSNorm,
+// embedding gradients) are split by column, each column summed over rows in order, so
+// results do not depend on the thread count.
 constexpr int64_t kParallelElements = 1 << 15;
+constexpr int64_t kColumnBlock = 16;
 
 }  // namespace
 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, int64_t n, int64_t c) {
+#pragma omp parallel for schedule(static) if (n * c >= kParallelElements)
   for (int64_t i = 0; i < n; ++i)
     std::memcpy(out + i * c, wte + static_cast<int64_t>(tokens[i]) * c, static_cast<size_t>(c) * sizeof(float));
 }
 
 void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int64_t n, int64_t c) {
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = dwte + static_cast<int64_t>(tokens[i]) * c;
-    const float* d = dout + i * c;
-    for (int64_t j = 0; j < c; ++j) row[j] += d[j];
+#pragma omp parallel for schedule(static) if (n * c >= kParallelElements)
+  for (int64_t j0 = 0; j0 < c; j0 += kColumnBlock) {
+    const int64_t j1 = std::min(c, j0 + kColumnBlock);
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = dwte + static_cast<int64_t>(tokens[i]) * c;
+      const float* d = dout + i * c;
+      for (int64_t j = j0; j < j1; ++j) row[j] += d[j];
+    }
   }
 }
 
@@ -47,16 +54,24 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, in
 //   dx_k = r w_k g_k - r^3 x_k / C * sum_j g_j w_j x_j.
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
                       int64_t n, int64_t c) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float* xi = x + i * c;
-    const float* g = dout + i * c;
-    const float r = rstd[i];
-    float dot = 0;
-    for (int64_t j = 0; j < c; ++j) dot += g[j] * w[j] * xi[j];
-    const float k = r * r * r * dot / static_cast<float>(c);
-    for (int64_t j = 0; j < c; ++j) {
-      dx[i * c + j] += r * w[j] * g[j] - k * xi[j];
-      dw[j] += g[j] * xi[j] * r;
+  const bool parallel = n * c >= kParallelElements;
+#pragma omp parallel if (parallel)
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < n; ++i) {
+      const float* xi = x + i * c;
+      const float* g = dout + i * c;
+      const float r = rstd[i];
+      float dot = 0;
+      for (int64_t j = 0; j < c; ++j) dot += g[j] * w[j] * xi[j];
+      const float k = r * r * r * dot / static_cast<float>(c);
+      for (int64_t j = 0; j < c; ++j) dx[i * c + j] += r * w[j] * g[j] - k * xi[j];
+    }
+#pragma omp for schedule(static)
+    for (int64_t j0 = 0; j0 < c; j0 += kColumnBlock) {
+      const int64_t j1 = std::min(c, j0 + kColumnBlock);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = j0; j < j1; ++j) dw[j] += dout[i * c + j] * x[i * c + j] * rstd[i];
     }
   }
 }
@@ -102,6 +117,7 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 
 void rope_forward(const RopeCache& cache, float* x, const int64_t* pos, int64_t n, int64_t heads) {
   const int64_t d = cache.head_dim();
+#pragma omp parallel for schedule(static) if (n * heads * d >= kParallelElements)
   for (int64_t i = 0; i < n; ++i)
     for (int64_t h = 0; h < heads; ++h) rope_row(cache, x + (i * heads + h) * d, d, pos[i]);
 }
@@ -110,6 +126,7 @@ void rope_forward(const RopeCache& cache, float* x, const int64_t* pos, int64_t 
 void rope_backward(const RopeCache& cache, float* dx, const int64_t* pos, int64_t n, int64_t heads) {
   const int64_t d = cache.head_dim(), half = cache.rotary_dim() / 2;
   const bool interleaved = cache.style() == RopeStyle::interleaved;
+#pragma omp parallel for schedule(static) if (n * heads * d >= kParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     const float* cs = cache.cos(pos[i]);
     const float* sn = cache.sin(pos[i]);

@@ -4,6 +4,7 @@
 #include "model/layers.hpp"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <functional>
@@ -104,6 +105,30 @@ TEST(ModelLayers, RmsNorm) {
   };
   expect_matches_finite_differences(forward_x, xd, gd, dx_ref, "dx");
   expect_matches_finite_differences(forward_w, wd, gd, dw_ref, "dw");
+}
+
+// The parallel loops' sums over rows (RMSNorm's dw, embedding gradients) are split by
+// column, so every thread count gives the same bits.
+TEST(ModelLayers, GradientsDoNotDependOnTheThreadCount) {
+  const int64_t n = 700, c = 96, vocab = 50;  // n * c over the parallel threshold
+  const auto x = random_floats(n * c, 21), w = random_floats(c, 22), g = random_floats(n * c, 23);
+  std::vector<int32_t> tokens(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) tokens[static_cast<size_t>(i)] = static_cast<int32_t>(i * 7 % vocab);
+  const auto run = [&](int threads) {
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    std::vector<float> out(x.size()), rstd(static_cast<size_t>(n)), dx(x.size()), dw(w.size()), dwte(vocab * c);
+    model::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), n, c, 1e-5f);
+    model::rmsnorm_backward(dx.data(), dw.data(), g.data(), x.data(), w.data(), rstd.data(), n, c);
+    model::embedding_backward(dwte.data(), g.data(), tokens.data(), n, c);
+    omp_set_num_threads(before);
+    dx.insert(dx.end(), dw.begin(), dw.end());
+    dx.insert(dx.end(), dwte.begin(), dwte.end());
+    return dx;
+  };
+  const std::vector<float> one = run(1);
+  EXPECT_EQ(run(2), one);
+  EXPECT_EQ(run(3), one);
 }
 
 TEST(ModelLayers, Linear) {

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "model/matvec.hpp"
+
 namespace attnkit::model {
 namespace {
 
@@ -17,6 +19,9 @@ namespace {
 // results do not depend on the thread count.
 constexpr int64_t kParallelElements = 1 << 15;
 constexpr int64_t kColumnBlock = 16;
+// One row through a weight matrix up to this size (4 MiB of f32, about an L2 or L3 slice)
+// runs as a single-threaded SIMD loop; larger ones go to BLAS, which threads them.
+constexpr int64_t kMatvecElements = int64_t{1} << 20;
 
 }  // namespace
 
@@ -78,6 +83,7 @@ void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, c
 
 void linear_forward(float* out, const float* x, const float* w, int64_t n, int64_t c, int64_t oc, float beta) {
   if (n == 0 || oc == 0) return;
+  if (n == 1 && oc * c <= kMatvecElements) return matvec(out, w, x, oc, c, beta);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(oc),
               static_cast<int>(c), 1.0f, x, static_cast<int>(c), w, static_cast<int>(c), beta, out,
               static_cast<int>(oc));

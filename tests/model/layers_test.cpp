@@ -170,6 +170,26 @@ TEST(ModelLayers, Linear) {
   EXPECT_LE(max_rel(acc, out_ref), 1e-6);
 }
 
+// One row (decoding) takes the SIMD matrix-vector path: every row / column remainder of the
+// 4-row and vector blocking, beta 0 (ignores NaN in out, as BLAS) and 1.
+TEST(ModelLayers, LinearOneRow) {
+  for (const int64_t oc : {1, 4, 7, 33}) {
+    for (const int64_t c : {1, 15, 16, 37, 128}) {
+      const std::vector<float> x = random_floats(c, 30 + c), w = random_floats(oc * c, 31 + oc);
+      Vec want(static_cast<size_t>(oc));
+      const Vec xd = widen(x), wd = widen(w);
+      ref::linear_forward(want.data(), xd.data(), wd.data(), 1, c, oc);
+      std::vector<float> out(static_cast<size_t>(oc), std::nanf(""));
+      model::linear_forward(out.data(), x.data(), w.data(), 1, c, oc);
+      EXPECT_LE(max_rel(out, want), 1e-6) << oc << "x" << c;
+      std::vector<float> acc(static_cast<size_t>(oc), 2.0f);
+      model::linear_forward(acc.data(), x.data(), w.data(), 1, c, oc, 1.0f);
+      for (double& e : want) e += 2.0;
+      EXPECT_LE(max_rel(acc, want), 1e-6) << oc << "x" << c;
+    }
+  }
+}
+
 TEST(ModelLayers, SwiGlu) {
   const std::vector<float> gate = random_floats(kN * kC, 9, 4.0), up = random_floats(kN * kC, 10),
                            dout = random_floats(kN * kC, 11);

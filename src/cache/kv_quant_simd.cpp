@@ -212,7 +212,9 @@ HWY_EXPORT(Int4ValueRows);
 KvQuantOps simd_ops() {
   // Highway 1.0.3 has no HWY_DYNAMIC_POINTER: choose the target the way its first
   // HWY_DYNAMIC_DISPATCH would, then read the tables (as kernels/flash_simd.cpp does).
-  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+  // CPU detection (cpuid, which traps under a hypervisor) only when Highway has not chosen
+  // yet or was reset by DisableTargets / SetSupportedTargetsForTest.
+  if (!hwy::GetChosenTarget().IsInitialized()) hwy::GetChosenTarget().Update(hwy::SupportedTargets());
   const size_t t = hwy::GetChosenTarget().GetIndex();
   KvQuantOps ops;
   ops.int8_rows = HWY_DISPATCH_TABLE(Int8Rows)[t];

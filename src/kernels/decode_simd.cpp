@@ -269,7 +269,9 @@ HWY_EXPORT(Target);
 
 SimdOps simd_ops() {
   // As flash::simd_ops(): Highway 1.0.3 has no HWY_DYNAMIC_POINTER.
-  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+  // CPU detection (cpuid, which traps under a hypervisor) only when Highway has not chosen
+  // yet or was reset by DisableTargets / SetSupportedTargetsForTest.
+  if (!hwy::GetChosenTarget().IsInitialized()) hwy::GetChosenTarget().Update(hwy::SupportedTargets());
   const size_t t = hwy::GetChosenTarget().GetIndex();
   SimdOps ops;
   ops.scores_f32 = HWY_DISPATCH_TABLE(ScoresF32)[t];

@@ -84,7 +84,9 @@ HWY_EXPORT(Add);
 
 BwdSimdOps bwd_simd_ops() {
   // The same choice of target as simd_ops() (flash_simd.cpp), which honours DisableTargets.
-  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+  // CPU detection (cpuid, which traps under a hypervisor) only when Highway has not chosen
+  // yet or was reset by DisableTargets / SetSupportedTargetsForTest.
+  if (!hwy::GetChosenTarget().IsInitialized()) hwy::GetChosenTarget().Update(hwy::SupportedTargets());
   const size_t t = hwy::GetChosenTarget().GetIndex();
   BwdSimdOps ops;
   ops.probabilities = HWY_DISPATCH_TABLE(Probabilities)[t];

@@ -267,7 +267,9 @@ HWY_EXPORT(F16ToF32);
 SimdOps simd_ops() {
   // Highway 1.0.3 has no HWY_DYNAMIC_POINTER: choose the target the way its first
   // HWY_DYNAMIC_DISPATCH would (this honours hwy::DisableTargets), then read the tables.
-  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+  // CPU detection (cpuid, which traps under a hypervisor) only when Highway has not chosen
+  // yet or was reset by DisableTargets / SetSupportedTargetsForTest.
+  if (!hwy::GetChosenTarget().IsInitialized()) hwy::GetChosenTarget().Update(hwy::SupportedTargets());
   const size_t t = hwy::GetChosenTarget().GetIndex();
   SimdOps ops;
   ops.lanes = HWY_DISPATCH_TABLE(Lanes)[t];

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "model/matvec.hpp"
+#include "model/pointwise.hpp"
 
 namespace attnkit::model {
 namespace {
@@ -19,6 +20,9 @@ namespace {
 // results do not depend on the thread count.
 constexpr int64_t kParallelElements = 1 << 15;
 constexpr int64_t kColumnBlock = 16;
+// Elementwise layers hand their SIMD loops ranges of this many elements (a multiple of
+// every vector width), one range per iteration of the parallel loop.
+constexpr int64_t kPointwiseChunk = 4096;
 // One row through a weight matrix up to this size (4 MiB of f32, about an L2 or L3 slice)
 // runs as a single-threaded SIMD loop; larger ones go to BLAS, which threads them.
 constexpr int64_t kMatvecElements = int64_t{1} << 20;
@@ -103,21 +107,21 @@ void linear_backward(float* dx, float* dw, const float* dout, const float* x, co
 }
 
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, int64_t h) {
-#pragma omp parallel for schedule(static) if (n * h >= kParallelElements)
-  for (int64_t i = 0; i < n * h; ++i) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  const int64_t count = n * h, chunks = (count + kPointwiseChunk - 1) / kPointwiseChunk;
+#pragma omp parallel for schedule(static) if (count >= kParallelElements)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t i = c * kPointwiseChunk;
+    swiglu_forward_simd(out + i, gate + i, up + i, std::min(kPointwiseChunk, count - i));
   }
 }
 
-// silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g).
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n,
                      int64_t h) {
-#pragma omp parallel for schedule(static) if (n * h >= kParallelElements)
-  for (int64_t i = 0; i < n * h; ++i) {
-    const float g = gate[i], s = 1.0f / (1.0f + std::exp(-g));
-    dup[i] = dout[i] * g * s;
-    dgate[i] = dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+  const int64_t count = n * h, chunks = (count + kPointwiseChunk - 1) / kPointwiseChunk;
+#pragma omp parallel for schedule(static) if (count >= kParallelElements)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t i = c * kPointwiseChunk;
+    swiglu_backward_simd(dgate + i, dup + i, dout + i, gate + i, up + i, std::min(kPointwiseChunk, count - i));
   }
 }
 

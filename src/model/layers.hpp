@@ -3,8 +3,8 @@
 // the forward. Rows are tokens: N = batch x sequence positions, row-major [N][C].
 // Backwards accumulate (+=) into parameter gradients and into the input gradient, as a
 // residual stream needs; callers zero them once per step.
-// The linear layers go through BLAS (cblas_sgemm); the rest are loops the compiler
-// vectorises. The oracle of every layer is its plain double-precision twin in
+// The linear layers go through BLAS (cblas_sgemm), SwiGLU's gate through a Highway loop
+// (pointwise.hpp); the rest are loops the compiler vectorises. The oracle of every layer is its plain double-precision twin in
 // src/ref/layers_ref.hpp. Not here: attention (the kernels in src/kernels), the optimizer.
 #pragma once
 

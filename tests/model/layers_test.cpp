@@ -7,7 +7,9 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
+#include <iterator>
 #include <random>
 #include <vector>
 
@@ -217,6 +219,45 @@ TEST(ModelLayers, SwiGlu) {
         return y;
       },
       ud, od, dup_ref, "dup");
+}
+
+// The SIMD gate over a range past the parallel threshold (ending in a partial vector),
+// with gates where e^-g under- or overflows f32 and a NaN: each element as the oracle's,
+// the same on any thread count.
+TEST(ModelLayers, SwiGluLargeAndExtremeGates) {
+  const int64_t n = 301, h = 129;
+  std::vector<float> gate = random_floats(n * h, 31, 12.0);
+  const std::vector<float> up = random_floats(n * h, 32), dout = random_floats(n * h, 33);
+  const float extremes[] = {-1000.0f, -100.0f, -88.5f, -87.0f, 87.0f, 88.5f, 100.0f, 1000.0f, 0.0f, -0.0f};
+  for (size_t k = 0; k < std::size(extremes); ++k) gate[k * 97] = extremes[k];
+  gate.back() = std::nanf("");
+  const auto run = [&](int threads) {
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    std::vector<float> out(gate.size()), dgate(gate.size()), dup(gate.size());
+    model::swiglu_forward(out.data(), gate.data(), up.data(), n, h);
+    model::swiglu_backward(dgate.data(), dup.data(), dout.data(), gate.data(), up.data(), n, h);
+    omp_set_num_threads(before);
+    out.insert(out.end(), dgate.begin(), dgate.end());
+    out.insert(out.end(), dup.begin(), dup.end());
+    return out;
+  };
+  const std::vector<float> got = run(1);
+  const Vec gd = widen(gate), ud = widen(up), od = widen(dout);
+  const auto count = static_cast<size_t>(n * h);
+  Vec want(3 * count);
+  ref::swiglu_forward(want.data(), gd.data(), ud.data(), n, h);
+  ref::swiglu_backward(want.data() + count, want.data() + 2 * count, od.data(), gd.data(), ud.data(), n, h);
+  for (size_t part = 0; part < 3; ++part) {
+    for (size_t i = 0; i + 1 < count; ++i) {
+      const double g = got[part * count + i], w = want[part * count + i];
+      ASSERT_TRUE(std::isfinite(g)) << part << " " << i << " gate " << gate[i];
+      ASSERT_NEAR(g, w, 1e-6 * (1.0 + std::abs(w))) << part << " " << i << " gate " << gate[i];
+    }
+    EXPECT_TRUE(std::isnan(got[part * count + count - 1])) << part;
+  }
+  EXPECT_EQ(std::memcmp(run(2).data(), got.data(), got.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(run(3).data(), got.data(), got.size() * sizeof(float)), 0);
 }
 
 TEST(ModelLayers, RopeBothStylesAndPartialRotary) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "attnkit/attention.hpp"
@@ -21,6 +22,14 @@ AttendOptions layer_options(const Model& model, int64_t l) {
 }
 
 void resize(std::vector<float>& v, int64_t n) { v.assign(static_cast<size_t>(n), 0.0f); }
+
+// Runs f and adds its wall time to `seconds`.
+template <class F>
+void timed(double& seconds, F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 }  // namespace
 
@@ -54,6 +63,7 @@ double training_forward(const Model& model, const int32_t* tokens, const int32_t
   }
   const float* w = model.weights.data();
   const float eps = static_cast<float>(c.norm_eps);
+  a.attention_seconds = 0;
   std::vector<float> x(static_cast<size_t>(n * dim));
   embedding_forward(x.data(), tokens, w + model.wte(), n, dim);
   for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -68,9 +78,11 @@ double training_forward(const Model& model, const int32_t* tokens, const int32_t
     linear_forward(s.v.data(), s.n1.data(), w + o.wv, n, dim, kv);
     rope_forward(model.rope(), s.q.data(), a.pos.data(), n, hq);
     rope_forward(model.rope(), s.k.data(), a.pos.data(), n, hkv);
-    attend_into(heads_view(s.q.data(), b, t, hq, hd), heads_view(s.k.data(), b, t, hkv, hd),
-                heads_view(s.v.data(), b, t, hkv, hd), layer_options(model, l), heads_mut(s.att.data(), b, t, hq, hd),
-                MutTensorView(s.lse.data(), DType::f32, {b, hq, t}));
+    timed(a.attention_seconds, [&] {
+      attend_into(heads_view(s.q.data(), b, t, hq, hd), heads_view(s.k.data(), b, t, hkv, hd),
+                  heads_view(s.v.data(), b, t, hkv, hd), layer_options(model, l), heads_mut(s.att.data(), b, t, hq, hd),
+                  MutTensorView(s.lse.data(), DType::f32, {b, hq, t}));
+    });
     s.x2 = s.x;
     linear_forward(s.x2.data(), s.att.data(), w + o.wo, n, dim, dim, 1.0f);
     rmsnorm_forward(s.n2.data(), s.rstd2.data(), s.x2.data(), w + o.rms_ffn, n, dim, eps);
@@ -127,11 +139,13 @@ void training_backward(const Model& model, const int32_t* tokens, const int32_t*
     linear_backward(datt.data(), dw + o.wo, dres.data(), s.att.data(), w + o.wo, n, dim, dim);
     dk.assign(static_cast<size_t>(n * kv), 0.0f);
     dv.assign(static_cast<size_t>(n * kv), 0.0f);
-    attend_backward_into(heads_view(s.q.data(), b, t, hq, hd), heads_view(s.k.data(), b, t, hkv, hd),
-                         heads_view(s.v.data(), b, t, hkv, hd), heads_view(s.att.data(), b, t, hq, hd),
-                         TensorView(s.lse.data(), DType::f32, {b, hq, t}), heads_view(datt.data(), b, t, hq, hd),
-                         layer_options(model, l), heads_mut(dq.data(), b, t, hq, hd), heads_mut(dk.data(), b, t, hkv, hd),
-                         heads_mut(dv.data(), b, t, hkv, hd), MutTensorView{});
+    timed(a.attention_seconds, [&] {
+      attend_backward_into(heads_view(s.q.data(), b, t, hq, hd), heads_view(s.k.data(), b, t, hkv, hd),
+                           heads_view(s.v.data(), b, t, hkv, hd), heads_view(s.att.data(), b, t, hq, hd),
+                           TensorView(s.lse.data(), DType::f32, {b, hq, t}), heads_view(datt.data(), b, t, hq, hd),
+                           layer_options(model, l), heads_mut(dq.data(), b, t, hq, hd),
+                           heads_mut(dk.data(), b, t, hkv, hd), heads_mut(dv.data(), b, t, hkv, hd), MutTensorView{});
+    });
     rope_backward(model.rope(), dq.data(), a.pos.data(), n, hq);
     rope_backward(model.rope(), dk.data(), a.pos.data(), n, hkv);
     std::fill(dn.begin(), dn.end(), 0.0f);

@@ -110,7 +110,7 @@ void train(TrainState& st, const TrainConfig& cfg, const std::vector<int32_t>& t
     ++st.step;
     const bool eval = !val_tokens.empty() && cfg.eval_every > 0 && (st.step % cfg.eval_every == 0 || st.step == cfg.steps);
     const double val = eval ? evaluate(st.model, val_tokens, cfg.batch, cfg.seq_len, cfg.eval_batches) : NAN;
-    if (report) report({st.step, loss, lr, norm, val, seconds});
+    if (report) report({st.step, loss, lr, norm, val, seconds, acts.attention_seconds});
   }
 }
 

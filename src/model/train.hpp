@@ -33,6 +33,7 @@ struct StepReport {
   double loss, lr, grad_norm;
   double val_loss;             // NaN unless evaluated at this step
   double seconds;              // wall time of this step (forward, backward, update)
+  double attention_seconds;    // of which inside the attention kernels, forward and backward
 };
 
 struct TrainState {

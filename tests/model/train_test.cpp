@@ -40,7 +40,12 @@ TEST(Train, ResumeContinuesBitForBit) {
   TrainState whole{Model(small()), {}, 0};
   whole.model.init_weights();
   std::vector<double> losses;
-  train(whole, cfg, data(), data(), [&](const StepReport& r) { losses.push_back(r.loss); });
+  train(whole, cfg, data(), data(), [&](const StepReport& r) {
+    losses.push_back(r.loss);
+    // The attention kernels' time is a part of the step's.
+    EXPECT_GT(r.attention_seconds, 0.0);
+    EXPECT_LE(r.attention_seconds, r.seconds);
+  });
   EXPECT_LT(losses.back(), losses.front());
 
   TrainState part{Model(small()), {}, 0};

@@ -79,12 +79,15 @@ int run(const Options& o) {
   nlohmann::json curve = nlohmann::json::array();
   const auto start = std::chrono::steady_clock::now();
   const int64_t first = state->step;
-  double last_val = NAN;
+  double last_val = NAN, step_seconds = 0, attention_seconds = 0;
   model::train(*state, cfg, train_ids, val_ids, [&](const model::StepReport& r) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tok_s = static_cast<double>((r.step - first) * cfg.batch * cfg.seq_len) / elapsed;
     const double left = elapsed / static_cast<double>(r.step - first) * static_cast<double>(cfg.steps - r.step);
-    nlohmann::json rec = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"seconds", r.seconds}};
+    nlohmann::json rec = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"seconds", r.seconds},
+                           {"attention_seconds", r.attention_seconds}};
+    step_seconds += r.seconds;
+    attention_seconds += r.attention_seconds;
     if (!std::isnan(r.val_loss)) rec["val_loss"] = last_val = r.val_loss;
     curve.push_back(rec);
     const std::string val = std::isnan(last_val) ? "-" : fmt::format("{:.4f}", last_val);
@@ -97,9 +100,14 @@ int run(const Options& o) {
     if (o.save_every > 0 && r.step % o.save_every == 0 && r.step < cfg.steps) model::save_checkpoint(ckpt, *state, cfg);
   }, -1, &passkey);
   if (tty) fmt::print(stderr, "\n");
+  if (step_seconds > 0)
+    fmt::print("attention kernels (forward + backward): {:.1f} % of {:.2f} s in training steps\n",
+               100.0 * attention_seconds / step_seconds, step_seconds);
   model::save_checkpoint(ckpt, *state, cfg);
   const double val = model::evaluate(state->model, val_ids, cfg.batch, cfg.seq_len, cfg.eval_batches);
-  const nlohmann::json log = {{"unigram_entropy_nats", unigram}, {"final_val_loss", val}, {"train", curve}};
+  const nlohmann::json log = {{"unigram_entropy_nats", unigram}, {"final_val_loss", val},
+                              {"attention_share", step_seconds > 0 ? attention_seconds / step_seconds : 0.0},
+                              {"train", curve}};
   write_file_atomically(log_path, log.dump(1) + "\n", log_path);
   fmt::print("validation loss {:.4f} nats/byte against the unigram entropy {:.4f} ({:.1f} % of it)\n", val, unigram,
              100.0 * val / unigram);

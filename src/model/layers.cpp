@@ -106,23 +106,30 @@ void linear_backward(float* dx, float* dw, const float* dout, const float* x, co
               static_cast<int>(c));
 }
 
-void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, int64_t h) {
-  const int64_t count = n * h, chunks = (count + kPointwiseChunk - 1) / kPointwiseChunk;
+namespace {
+
+// f(i, len) over [0, count) in chunks of kPointwiseChunk, on the team when count is large.
+template <class F>
+void for_each_chunk(int64_t count, F f) {
+  const int64_t chunks = (count + kPointwiseChunk - 1) / kPointwiseChunk;
 #pragma omp parallel for schedule(static) if (count >= kParallelElements)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t i = c * kPointwiseChunk;
-    swiglu_forward_simd(out + i, gate + i, up + i, std::min(kPointwiseChunk, count - i));
+    f(i, std::min(kPointwiseChunk, count - i));
   }
+}
+
+}  // namespace
+
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, int64_t h) {
+  for_each_chunk(n * h, [&](int64_t i, int64_t len) { swiglu_forward_simd(out + i, gate + i, up + i, len); });
 }
 
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n,
                      int64_t h) {
-  const int64_t count = n * h, chunks = (count + kPointwiseChunk - 1) / kPointwiseChunk;
-#pragma omp parallel for schedule(static) if (count >= kParallelElements)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t i = c * kPointwiseChunk;
-    swiglu_backward_simd(dgate + i, dup + i, dout + i, gate + i, up + i, std::min(kPointwiseChunk, count - i));
-  }
+  for_each_chunk(n * h, [&](int64_t i, int64_t len) {
+    swiglu_backward_simd(dgate + i, dup + i, dout + i, gate + i, up + i, len);
+  });
 }
 
 void rope_forward(const RopeCache& cache, float* x, const int64_t* pos, int64_t n, int64_t heads) {

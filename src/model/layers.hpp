@@ -4,8 +4,8 @@
 // Backwards accumulate (+=) into parameter gradients and into the input gradient, as a
 // residual stream needs; callers zero them once per step.
 // The linear layers go through BLAS (cblas_sgemm), SwiGLU's gate through a Highway loop
-// (pointwise.hpp); the rest are loops the compiler vectorises. The oracle of every layer is its plain double-precision twin in
-// src/ref/layers_ref.hpp. Not here: attention (the kernels in src/kernels), the optimizer.
+// (pointwise.hpp); the rest are loops the compiler vectorises. The oracle of every layer
+// is its plain double-precision twin in src/ref/layers_ref.hpp. Not here: attention (the kernels in src/kernels), the optimizer.
 #pragma once
 
 #include <cstdint>

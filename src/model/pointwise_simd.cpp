@@ -24,8 +24,9 @@ HWY_INLINE V Sigmoid(D d, V g) {
   return hn::Div(one, hn::Add(one, attnkit::HWY_NAMESPACE::softmax::Exp(d, hn::Neg(g))));
 }
 
-// Runs body(offset, loaded...) over [0, count) a vector at a time; the last partial vector
-// is copied into zero-padded buffers so it sees exactly the same arithmetic.
+// Runs body(x, y) over [0, count) a vector at a time: x[k] loaded from in[k], y[k] stored
+// to out[k]. The last partial vector goes through zero-padded buffers, so it sees exactly
+// the same arithmetic.
 template <int kIn, int kOut, class D, class Body>
 HWY_INLINE void ForEachVector(D d, int64_t count, const float* const (&in)[kIn], float* const (&out)[kOut],
                               Body body) {

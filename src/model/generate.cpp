@@ -71,6 +71,13 @@ KvCacheConfig parse_cache(std::string_view cache, std::string_view kv_dtype) {
   return c;
 }
 
+KvCacheConfig layer_cache_config(const ModelConfig& config, const KvCacheConfig& cache, int64_t layer) {
+  KvCacheConfig c = cache;
+  c.layers = 1, c.kv_heads = config.layers[static_cast<size_t>(layer)].kv_heads, c.head_dim = config.head_dim();
+  if (c.layout == KvLayout::rolling) c.max_append = std::min<int64_t>(64, c.window);
+  return c;
+}
+
 Generator::Generator(const Model& model, const KvCacheConfig& cache) : model_(model), cache_cfg_(cache) {
   const ModelConfig& mc = model.config();
   for (size_t l = 0; l < mc.layers.size(); ++l) {
@@ -81,11 +88,7 @@ Generator::Generator(const Model& model, const KvCacheConfig& cache) : model_(mo
       return fmt::format("--cache rolling: layer {}'s pattern (\"{}\") needs every earlier key; use contiguous or paged",
                          l, printable(lc.pattern));
     });
-    KvCacheConfig c = cache;
-    c.layers = 1, c.kv_heads = lc.kv_heads, c.head_dim = mc.head_dim();
-    // A rolling cache takes the prompt in chunks of at most this many tokens.
-    if (c.layout == KvLayout::rolling) c.max_append = std::min<int64_t>(64, c.window);
-    caches_.push_back(std::make_unique<KvCache>(c));
+    caches_.push_back(std::make_unique<KvCache>(layer_cache_config(mc, cache, static_cast<int64_t>(l))));
     seqs_.push_back(caches_.back()->add_sequence());
   }
 }

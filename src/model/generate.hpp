@@ -24,6 +24,11 @@ namespace attnkit::model {
 // --kv-dtype: f32 | bf16 | f16 | int8 | int4. Throws Error naming the flag.
 KvCacheConfig parse_cache(std::string_view cache, std::string_view kv_dtype);
 
+// The cache a Generator builds for one layer from `cache`: one layer, the layer's KV heads
+// and the head width; a rolling cache takes the prompt in chunks of at most 64 tokens (its
+// window if smaller), so it holds sinks + window + 63 slots. For the KV-memory formulas too.
+KvCacheConfig layer_cache_config(const ModelConfig& config, const KvCacheConfig& cache, int64_t layer);
+
 class Generator {
  public:
   // One cache per layer (layers may differ in KV heads), built from `cache` (its layout,

@@ -1,0 +1,290 @@
+// The trade-off report's README.md (report.hpp): every table is computed from results.json
+// and every reading sentence from the table's own numbers, so the text cannot claim what
+// the numbers do not show.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "report.hpp"
+
+namespace attnkit::cli {
+namespace {
+
+using nlohmann::json;
+
+const json* variant(const json& r, const std::string& name) {
+  for (const json& v : r["variants"])
+    if (v["name"] == name) return &v;
+  return nullptr;
+}
+
+const json* cache_row(const json& v, const std::string& cache, const std::string& dtype) {
+  for (const json& c : v["caches"])
+    if (c["cache"] == cache && c["kv_dtype"] == dtype) return &c;
+  return nullptr;
+}
+
+const json& reference(const json& v) { return v["caches"][0]; }  // contiguous f32 comes first
+double ppl(const json& v) { return reference(v)["perplexity"]["ppl"].get<double>(); }
+double pct(double a, double b) { return 100.0 * (a / b - 1.0); }
+
+std::string bytes(double b) {
+  if (b >= 1 << 20) return fmt::format("{:.2f} MiB", b / (1 << 20));
+  if (b >= 1 << 10) return fmt::format("{:.1f} KiB", b / (1 << 10));
+  return fmt::format("{:.0f} B", b);
+}
+
+// Pass-key accuracy over the cells whose key lies within (inside) or beyond `reach` tokens
+// of the answer; NaN when no cell qualifies.
+double passkey_share(const json& v, int64_t reach, bool inside) {
+  int64_t samples = 0, correct = 0;
+  for (const json& c : v["passkey"]) {
+    const bool in = c["mean_distance"].get<double>() <= static_cast<double>(reach);
+    if (in != inside) continue;
+    samples += c["samples"].get<int64_t>(), correct += c["correct"].get<int64_t>();
+  }
+  return samples > 0 ? static_cast<double>(correct) / static_cast<double>(samples) : NAN;
+}
+
+std::string percent(double x) { return std::isnan(x) ? "–" : fmt::format("{:.0f} %", 100.0 * x); }
+
+std::string ppl_cell(const json& p) {
+  return fmt::format("{:.3f} ± {:.3f}", p["ppl"].get<double>(), p["ppl_err"].get<double>());
+}
+
+void setup_section(std::string& md, const json& r) {
+  const json& m = r["machine"];
+  const json& b = r["budget"];
+  const json& mc = r["model"];
+  md += fmt::format("# attnkit trade-off report{}\n\n", r["quick"].get<bool>() ? " (quick)" : "");
+  md += fmt::format("Command: `{}`. Machine: {} ({} SIMD target), {} threads; attnkit {}, {}.\n\n",
+                    r["command"].get<std::string>(), m["cpu_model"].get<std::string>(), m["simd_target"].get<std::string>(),
+                    r["threads"].get<int>(), m["attnkit_version"].get<std::string>(), m["date"].get<std::string>());
+  md += fmt::format(
+      "Every variant is a byte-level Llama-style decoder (dim {}, {} heads of {}, context {}) trained on the Brown "
+      "corpus for {} steps of {} × {} tokens ({:.2f} M tokens), {:.0f} % of the rows pass-key samples; the "
+      "head-sharing variants widen their MLP to keep MHA's parameter count. Perplexity is on the test split: windows "
+      "of {} tokens, the second half of each scored through the cache under test (llama.cpp's convention), "
+      "{} windows; ± is the standard error. The unigram entropy of the validation bytes is {:.3f} nats/byte.\n\n",
+      mc["dim"].get<int64_t>(), mc["n_heads"].get<int64_t>(), mc["dim"].get<int64_t>() / mc["n_heads"].get<int64_t>(),
+      mc["context"].get<int64_t>(), b["steps"].get<int64_t>(), b["batch"].get<int64_t>(), b["seq_len"].get<int64_t>(),
+      1e-6 * static_cast<double>(b["steps"].get<int64_t>() * b["batch"].get<int64_t>() * b["seq_len"].get<int64_t>()),
+      100.0 * b["passkey_fraction"].get<double>(), b["seq_len"].get<int64_t>(), b["windows"].get<int64_t>(),
+      r["unigram_entropy"].get<double>());
+}
+
+void training_section(std::string& md, const json& r) {
+  md += "## Training: stability, throughput and attention's share\n\n";
+  md += "| variant | layers | pattern | parameters | final val loss (nats/byte) | tokens/s | attention share | cached |\n";
+  md += "|---|---|---|---|---|---|---|---|\n";
+  const double unigram = r["unigram_entropy"].get<double>();
+  int bad = 0;
+  for (const json& v : r["variants"]) {
+    const json& t = v["train"];
+    const double val = t["final_val_loss"].get<double>();
+    const bool ok = t["finite"].get<bool>() && val < unigram;
+    bad += !ok;
+    md += fmt::format("| {} | {} | `{}` | {} | {:.4f}{} | {:.0f} | {:.1f} % | {} |\n", v["label"].get<std::string>(),
+                      v["layers"].get<int64_t>(), v["pattern"].get<std::string>(), v["params"].get<int64_t>(), val,
+                      ok ? "" : " (not below unigram)", t["tok_s"].get<double>(), 100.0 * t["attention_share"].get<double>(),
+                      t["cached"].get<bool>() ? "yes" : "no");
+  }
+  md += bad == 0 ? fmt::format("\nEvery variant trained without a NaN and ended below the unigram entropy ({:.3f}).", unigram)
+                 : fmt::format("\n{} variant(s) did not end below the unigram entropy ({:.3f}) or met a NaN.", bad, unigram);
+  md += " Throughput and attention's share are wall time measured while the model trained (a cached model keeps the "
+        "figures of the run that trained it).\n\n";
+}
+
+void heads_section(std::string& md, const json& r) {
+  const json *mha = variant(r, "mha"), *seed2 = variant(r, "mha-seed2"), *gqa = variant(r, "gqa"), *mqa = variant(r, "mqa");
+  if (!mha || !seed2 || !gqa || !mqa) return;
+  md += "## 1. MHA, GQA and MQA at equal parameters and tokens\n\n";
+  md += "| variant | KV heads | parameters | test perplexity | bits/byte | vs MHA | KV bytes/token | decode tokens/s |\n";
+  md += "|---|---|---|---|---|---|---|---|\n";
+  for (const json* v : {mha, seed2, gqa, mqa}) {
+    const json& c = reference(*v);
+    md += fmt::format("| {} | {} | {} | {} | {:.4f} | {:+.2f} % | {} | {:.0f} |\n", (*v)["label"].get<std::string>(),
+                      (*v)["kv_heads"].get<int64_t>(), (*v)["params"].get<int64_t>(), ppl_cell(c["perplexity"]),
+                      c["perplexity"]["bits_per_byte"].get<double>(), pct(ppl(*v), ppl(*mha)),
+                      bytes(c["speed_and_memory"]["kv_bytes_per_token_steady"].get<double>()),
+                      c["speed_and_memory"]["decode_tok_s"].get<double>());
+  }
+  const double spread = std::abs(pct(ppl(*seed2), ppl(*mha)));
+  const double g = pct(ppl(*gqa), ppl(*mha)), q = pct(ppl(*mqa), ppl(*mha));
+  auto versus = [&](double gap) { return std::abs(gap) > spread ? "outside" : "within"; };
+  md += fmt::format(
+      "\nReading: {} is {:+.2f} % and MQA {:+.2f} % in perplexity against MHA, whose two seeds differ by {:.2f} %: "
+      "GQA's gap is {} the seed spread and MQA's {} it, for {:.0f} × and {:.0f} × fewer KV bytes per token. ",
+      (*gqa)["label"].get<std::string>(), g, q, spread, versus(g), versus(q),
+      reference(*mha)["speed_and_memory"]["kv_bytes_per_token_steady"].get<double>() /
+          reference(*gqa)["speed_and_memory"]["kv_bytes_per_token_steady"].get<double>(),
+      reference(*mha)["speed_and_memory"]["kv_bytes_per_token_steady"].get<double>() /
+          reference(*mqa)["speed_and_memory"]["kv_bytes_per_token_steady"].get<double>());
+  md += (g <= q || std::abs(g - q) <= spread)
+            ? "The ordering the GQA paper reports (GQA between MHA and MQA, closer to MHA) is not contradicted here.\n\n"
+            : "This contradicts the GQA paper's ordering (GQA closer to MHA than MQA is).\n\n";
+}
+
+void window_section(std::string& md, const json& r) {
+  const json *mha = variant(r, "mha"), *win = variant(r, "window");
+  if (!mha || !win) return;
+  md += "## 2. Sliding windows: receptive field L·w and pass-key retrieval\n\n";
+  md += "Pass-key accuracy is the share of samples whose whole 5-digit key the model writes (greedy), split by the "
+        "distance from the key's last copy to the answer: within the window stack's reach L·w or beyond it. Chance "
+        "is 10⁻⁵.\n\n";
+  md += "| variant | layers | L·w | test perplexity | vs MHA | pass-key, key within L·w | pass-key, key beyond L·w |\n";
+  md += "|---|---|---|---|---|---|---|\n";
+  const int64_t reach_l = (*win)["reach"].get<int64_t>();
+  const json* w1 = variant(r, "window-1layer");
+  const int64_t reach_1 = w1 ? (*w1)["reach"].get<int64_t>() : 0;
+  for (const std::string name : {"mha", "window", "window-sinks", "full-1layer", "window-1layer"}) {
+    const json* v = variant(r, name);
+    if (!v) continue;
+    const int64_t reach = (*v)["layers"].get<int64_t>() == 1 ? reach_1 : reach_l;
+    const bool windowed = (*v)["reach"].get<int64_t>() > 0;
+    md += fmt::format("| {} | {} | {}{} | {} | {:+.2f} % | {} | {} |\n", (*v)["label"].get<std::string>(),
+                      (*v)["layers"].get<int64_t>(), reach, windowed ? "" : " (split only)",
+                      ppl_cell(reference(*v)["perplexity"]), pct(ppl(*v), ppl(*mha)),
+                      percent(passkey_share(*v, reach, true)), percent(passkey_share(*v, reach, false)));
+  }
+  md += fmt::format(
+      "\nReading: with {} layers of w = {} the window models reach L·w = {} tokens and cost {:+.2f} % perplexity "
+      "against full attention; beyond that reach they retrieve {} of keys against {} for full attention",
+      (*win)["layers"].get<int64_t>(), reach_l / std::max<int64_t>(1, (*win)["layers"].get<int64_t>()), reach_l,
+      pct(ppl(*win), ppl(*mha)), percent(passkey_share(*win, reach_l, false)), percent(passkey_share(*mha, reach_l, false)));
+  if (w1)
+    md += fmt::format("; one layer of w = {} retrieves {} within w and {} beyond it", reach_1,
+                      percent(passkey_share(*w1, reach_1, true)), percent(passkey_share(*w1, reach_1, false)));
+  md += ". (A cell counts as within the reach when its samples' mean key distance is.)\n\n";
+}
+
+void sparse_section(std::string& md, const json& r) {
+  const json* mha = variant(r, "mha");
+  if (!mha) return;
+  md += "## 3. Sparse patterns: perplexity and speed at their visited fraction\n\n";
+  const json& timing = r["timing"];
+  auto time_at = [&](const std::string& name, int64_t& n) -> double {
+    for (const json& t : timing)
+      if (t["variant"] == name) {
+        n = t["points"].back()["n"].get<int64_t>();
+        return t["points"].back()["ms"].get<double>();
+      }
+    return NAN;
+  };
+  int64_t n = 0;
+  const double causal_ms = time_at("mha", n);
+  md += fmt::format("| variant | pattern | visited fraction (n = {}) | test perplexity | vs MHA | attention step at n = {} "
+                    "| vs causal | training tokens/s |\n|---|---|---|---|---|---|---|---|\n",
+                    r["model"]["context"].get<int64_t>(), n);
+  std::string best;
+  double best_speed = 0;
+  for (const std::string name : {"mha", "window", "longformer", "strided"}) {
+    const json* v = variant(r, name);
+    if (!v) continue;
+    int64_t nn = 0;
+    const double ms = time_at(name, nn);
+    md += fmt::format("| {} | `{}` | {:.1f} % | {} | {:+.2f} % | {:.3f} ms | {:.2f} × | {:.0f} |\n",
+                      (*v)["label"].get<std::string>(), (*v)["pattern"].get<std::string>(),
+                      100.0 * (*v)["visited_fraction"].get<double>(), ppl_cell(reference(*v)["perplexity"]),
+                      pct(ppl(*v), ppl(*mha)), ms, causal_ms / ms, (*v)["train"]["tok_s"].get<double>());
+    if (name != "mha" && causal_ms / ms > best_speed) best_speed = causal_ms / ms, best = (*v)["label"];
+  }
+  md += fmt::format(
+      "\nReading: the attention step (forward + backward, one layer's shape) runs up to {:.1f} × faster than causal "
+      "at n = {} ({}), in proportion to the pairs a pattern visits; at the model's short context the training "
+      "speed-up is smaller, because attention is a minority of a step (see the training table). BigBird has no causal "
+      "form in attnkit (its random and global blocks see the future), so it cannot be a decoder layer and has no row.\n\n",
+      best_speed, n, best);
+}
+
+void quant_section(std::string& md, const json& r) {
+  const json* mha = variant(r, "mha");
+  if (!mha) return;
+  md += "## 4. Cache storage and layout on the MHA model\n\n";
+  md += "KL divergence and same-top-token are against the f32 contiguous cache on the same windows.\n\n";
+  md += "| cache | storage | test perplexity | vs f32 | KL mean | KL 99th pct | same top token | decode tokens/s | KV "
+        "bytes at context | allocated = formula |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  const double base = ppl(*mha);
+  for (const json& c : (*mha)["caches"]) {
+    const json& s = c["speed_and_memory"];
+    const int64_t alloc = s["kv_bytes_allocated"], formula = s["kv_bytes_formula"];
+    md += fmt::format("| {} | {} | {} | {:+.3f} % | {:.5f} | {:.5f} | {:.2f} % | {:.0f} | {} | {} |\n",
+                      c["cache"].get<std::string>(), c["kv_dtype"].get<std::string>(), ppl_cell(c["perplexity"]),
+                      pct(c["perplexity"]["ppl"].get<double>(), base), c["divergence"]["kl_mean"].get<double>(),
+                      c["divergence"]["kl_p99"].get<double>(), 100.0 * c["divergence"]["same_top"].get<double>(),
+                      s["decode_tok_s"].get<double>(), bytes(static_cast<double>(alloc)),
+                      alloc == formula ? "yes" : fmt::format("+{} (int4 residual slots)", bytes(static_cast<double>(alloc - formula))));
+  }
+  const json *i8 = cache_row(*mha, "contiguous", "int8"), *i4 = cache_row(*mha, "contiguous", "int4");
+  if (i8 && i4)
+    md += fmt::format(
+        "\nReading: int8 changes perplexity by {:+.3f} % (mean KL {:.5f}, same top token {:.1f} %) and int4 by {:+.3f} % "
+        "(mean KL {:.5f}, {:.1f} %): quantized caches cost little, as KIVI and llama.cpp's measurements say. int4 keeps "
+        "its newest 128 tokens in f16, so at a context of {} only the older tokens are 4-bit. At this model size "
+        "decode is bound by the weights, not the cache, so storage hardly moves decode speed.\n\n",
+        pct((*i8)["perplexity"]["ppl"].get<double>(), base), (*i8)["divergence"]["kl_mean"].get<double>(),
+        100.0 * (*i8)["divergence"]["same_top"].get<double>(), pct((*i4)["perplexity"]["ppl"].get<double>(), base),
+        (*i4)["divergence"]["kl_mean"].get<double>(), 100.0 * (*i4)["divergence"]["same_top"].get<double>(),
+        r["model"]["context"].get<int64_t>());
+}
+
+// Perplexity over positions [lo, hi) of a stream's per-position mean NLL.
+double stream_ppl(const json& nll, size_t lo, size_t hi) {
+  double s = 0;
+  for (size_t i = lo; i < hi; ++i) s += nll[i].get<double>();
+  return std::exp(s / static_cast<double>(hi - lo));
+}
+
+void stream_section(std::string& md, const json& r) {
+  md += "## 5. Rolling caches with and without attention sinks\n\n";
+  md += "Streams of the model's whole context fed one token at a time through each cache (keys at absolute "
+        "positions); perplexity over the first window and over the last quarter of the stream.\n\n";
+  md += "| model | cache | perplexity, first window | perplexity, last quarter | last quarter vs contiguous |\n";
+  md += "|---|---|---|---|---|\n";
+  double contiguous = NAN, no_sinks = NAN, sinks = NAN;
+  for (const json& v : r["variants"])
+    for (const json& s : v["streams"]) {
+      const json& nll = s["nll"];
+      const size_t n = nll.size(), w = static_cast<size_t>(r["model"]["context"].get<int64_t>() / 8);
+      const double first = stream_ppl(nll, 0, std::min(w, n)), last = stream_ppl(nll, n - n / 4, n);
+      const std::string cache = s["cache"];
+      if (v["name"] == "mha") {
+        if (cache == "contiguous") contiguous = last;
+        else if (cache.find("sinks=0") != std::string::npos) no_sinks = last;
+        else sinks = last;
+      }
+      md += fmt::format("| {} | {} | {:.3f} | {:.3f} | {} |\n", v["label"].get<std::string>(), cache, first, last,
+                        std::isnan(contiguous) ? "–" : fmt::format("{:+.1f} %", pct(last, contiguous)));
+    }
+  if (!std::isnan(contiguous))
+    md += fmt::format(
+        "\nReading: on the full-attention model a rolling cache without sinks ends {:+.1f} % above the contiguous "
+        "cache and one with 4 sinks {:+.1f} %; {}\n\n",
+        pct(no_sinks, contiguous), pct(sinks, contiguous),
+        sinks < no_sinks ? "the sinks hold back the loss of the first tokens, as StreamingLLM reports."
+                         : "here the sinks do not help, which contradicts StreamingLLM's claim at this scale.");
+}
+
+}  // namespace
+
+std::string report_markdown(const json& r, const std::vector<std::string>& plots) {
+  std::string md;
+  setup_section(md, r);
+  training_section(md, r);
+  heads_section(md, r);
+  window_section(md, r);
+  sparse_section(md, r);
+  quant_section(md, r);
+  stream_section(md, r);
+  if (!plots.empty()) {
+    md += "## Plots\n\n";
+    for (const std::string& p : plots) md += fmt::format("![{0}]({0})\n\n", p);
+  }
+  md += "Every number above is in results.json beside this file, from the run named at the top.\n";
+  return md;
+}
+
+}  // namespace attnkit::cli

@@ -40,29 +40,36 @@ def val_loss(r, out):
 
 
 def pareto(r, out):
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = {"f32": "o", "bf16": "s", "f16": "D", "int8": "^", "int4": "v"}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     pts = []
-    for v in r["variants"]:
-        if v["group"] == "probe" or v["name"] == "mha-seed2":
-            continue
+    shown = [v for v in r["variants"] if v["group"] != "probe" and v["name"] != "mha-seed2"]
+    for i, v in enumerate(shown):
         for c in v["caches"]:
             x = c["speed_and_memory"]["kv_bytes_per_token_at_context"]
             y = c["perplexity"]["ppl"]
-            pts.append((x, y, f'{v["label"]}, {c["cache"].split(":")[0]} {c["kv_dtype"]}'))
-    for x, y, label in pts:
-        ax.scatter([x], [y], s=18)
-        ax.annotate(label, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            pts.append((x, y))
+            rolling = c["cache"].startswith("rolling")
+            ax.scatter([x], [y], s=42 if rolling else 30, marker=markers[c["kv_dtype"]],
+                       facecolors="none" if rolling else colors[i % len(colors)],
+                       edgecolors=colors[i % len(colors)], linewidths=1.3)
     front, best = [], math.inf
-    for x, y, _ in sorted(pts):
+    for x, y in sorted(pts):
         if y < best:
             front.append((x, y))
             best = y
-    ax.plot([p[0] for p in front], [p[1] for p in front], color="black", lw=1, ls="--", label="Pareto front")
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="black", lw=1, ls="--")
+    handles = [plt.Line2D([], [], color=colors[i % len(colors)], marker="o", ls="", label=v["label"])
+               for i, v in enumerate(shown)]
+    handles += [plt.Line2D([], [], color="grey", marker=m, ls="", label=k) for k, m in markers.items()]
+    handles += [plt.Line2D([], [], color="grey", marker="o", mfc="none", ls="", label="rolling cache (hollow)"),
+                plt.Line2D([], [], color="black", ls="--", label="Pareto front")]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_xscale("log")
-    ax.set_xlabel(f'KV bytes per token held at context {r["model"]["context"]} (all layers)')
+    ax.set_xlabel(f'KV bytes per token held at context {r["model"]["context"]} (all layers, log scale)')
     ax.set_ylabel("test perplexity (bytes)")
-    ax.set_title("Perplexity against KV-cache memory")
-    ax.legend(fontsize=8)
+    ax.set_title("Perplexity against KV-cache memory: every variant x cache kind")
     ax.grid(alpha=0.3, which="both")
     save(fig, out, "pareto.png")
 

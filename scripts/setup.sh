@@ -6,8 +6,9 @@
 set -euo pipefail
 # OpenBLAS in its OpenMP build: its GEMMs share the kernels' OpenMP threads instead of
 # starting a second pool of their own (no oversubscription).
+# python3-matplotlib draws the trade-off report's plots (scripts/plot_report.py).
 runtime=(cmake g++ make libhwy-dev libfmt-dev nlohmann-json3-dev libpng-dev libcli11-dev libopenblas-openmp-dev
-         curl ca-certificates openssl)
+         curl ca-certificates openssl python3 python3-matplotlib)
 testing=(clang libclang-rt-14-dev libomp-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
          python3 pkg-config)
 case "${1:-}" in

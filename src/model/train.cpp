@@ -17,8 +17,11 @@ namespace attnkit::model {
 namespace {
 
 // Windows [start, start + seq_len] of the stream: inputs and their next tokens.
-// With a pass-key task, a row is a pass-key sample with probability `fraction` (the
-// generator is drawn from only then, so fraction 0 draws the plain windows).
+// With a pass-key task, a row is, with probability `fraction`, a pass-key sample of a
+// length drawn uniformly from [min_length, seq_len + 1] followed by a corpus window: the
+// answer lands at every position a shorter evaluation sample puts it, so retrieval is
+// learnt at every length up to seq_len + 1, not at one. The generator is drawn from for
+// this only when fraction > 0, so fraction 0 draws the plain windows.
 void fill_batch(const std::vector<int32_t>& data, int64_t batch, int64_t seq_len, std::mt19937_64& rng,
                 std::vector<int32_t>& tokens, std::vector<int32_t>& targets, const PasskeyTask* passkey = nullptr,
                 double fraction = 0.0) {
@@ -27,10 +30,15 @@ void fill_batch(const std::vector<int32_t>& data, int64_t batch, int64_t seq_len
   targets.resize(tokens.size());
   for (int64_t b = 0; b < batch; ++b) {
     if (passkey && fraction > 0.0 && std::uniform_real_distribution<double>(0.0, 1.0)(rng) < fraction) {
-      const PasskeySample p = passkey->make(rng(), seq_len + 1);
+      const int64_t lo = PasskeyTask::min_length(), length = lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(seq_len + 2 - lo));
+      const PasskeySample p = passkey->make(rng(), length);
+      const size_t s = static_cast<size_t>(rng() % starts);
+      auto row = [&](int64_t t) -> int32_t {  // the sample, then the corpus from s on
+        return t < length ? static_cast<uint8_t>(p.text[static_cast<size_t>(t)]) : data[s + static_cast<size_t>(t - length)];
+      };
       for (int64_t t = 0; t < seq_len; ++t) {
-        tokens[static_cast<size_t>(b * seq_len + t)] = static_cast<uint8_t>(p.text[static_cast<size_t>(t)]);
-        targets[static_cast<size_t>(b * seq_len + t)] = static_cast<uint8_t>(p.text[static_cast<size_t>(t) + 1]);
+        tokens[static_cast<size_t>(b * seq_len + t)] = row(t);
+        targets[static_cast<size_t>(b * seq_len + t)] = row(t + 1);
       }
       continue;
     }

@@ -46,9 +46,9 @@ using clock = std::chrono::steady_clock;
 
 // Bumped whenever training's numerics change, so the model cache never serves a model the
 // current code would not train.
-constexpr const char* kTrainingCodeVersion = "train-1";
+constexpr const char* kTrainingCodeVersion = "train-2";
 // The share of training rows that are pass-key samples, the same for every variant.
-constexpr double kPasskeyFraction = 0.2;
+constexpr double kPasskeyFraction = 0.5;
 
 struct Options {
   bool quick = false, no_plots = false;
@@ -64,8 +64,8 @@ struct Budget {
 };
 
 Budget make_budget(bool quick, const model::ModelConfig& base, int64_t steps) {
-  Budget b = quick ? Budget{120, 8, 20, 4, 8, 4, 4, {}, {256, 512, 1024}, 0.02}
-                   : Budget{2000, 8, 100, 8, 64, 32, 20, {}, {256, 512, 1024, 2048, 4096}, 0.25};
+  Budget b = quick ? Budget{150, 8, 25, 4, 8, 4, 4, {}, {256, 512, 1024}, 0.02}
+                   : Budget{4000, 8, 200, 8, 64, 32, 20, {}, {256, 512, 1024, 2048, 4096}, 0.25};
   if (steps > 0) b.steps = steps, b.eval_every = std::max<int64_t>(1, steps / 4);
   const int64_t lo = model::PasskeyTask::min_length(), hi = base.context + 1, count = quick ? 3 : 6;
   for (int64_t i = 0; i < count && lo <= hi; ++i) b.lengths.push_back(lo + (hi - lo) * i / (count - 1));
@@ -98,7 +98,9 @@ model::ModelConfig match_params(model::ModelConfig c, int64_t target) {
 }
 
 std::vector<Variant> make_variants(const model::ModelConfig& base) {
-  const int64_t n = base.context, layers = base.n_layers, w = std::max<int64_t>(4, n / 8);
+  // Windows reach half the context through the whole stack (L·w = n / 2), so pass-key
+  // samples put keys both within and beyond that reach.
+  const int64_t n = base.context, layers = base.n_layers, w = std::max<int64_t>(4, n / (2 * layers));
   const int64_t w1 = std::max<int64_t>(4, 3 * n / 8), lf = std::max<int64_t>(2, n / 16), stride = std::max<int64_t>(2, n / 16);
   const model::ModelConfig mha = uniform(base, "mha", "causal", layers);
   const int64_t target = mha.parameter_count();

@@ -210,7 +210,9 @@ std::vector<PasskeyCell> passkey_grid(const Model& model, const PasskeyTask& tas
         const int64_t hit = passkey_digits(p, acts.probs.data() + b * (len - 1) * mc.vocab, mc.vocab);
         digits += hit;
         cell.correct += hit == static_cast<int64_t>(p.key.size());
-        distance += static_cast<double>(p.answer_offset - static_cast<int64_t>(p.text.rfind(p.key, p.answer_offset - 1)));
+        cell.digits.push_back(hit);
+        cell.distances.push_back(p.answer_offset - static_cast<int64_t>(p.text.rfind(p.key, p.answer_offset - 1)));
+        distance += static_cast<double>(cell.distances.back());
       }
       cell.digit_accuracy = static_cast<double>(digits) / static_cast<double>(samples * 5);
       cell.mean_distance = distance / static_cast<double>(samples);

@@ -68,6 +68,7 @@ struct PasskeyCell {
   int64_t samples = 0, correct = 0;  // exact matches of the whole key
   double digit_accuracy = 0;         // share of the key's digits predicted, chance 0.1
   double mean_distance = 0;          // tokens from the key's last copy to the answer
+  std::vector<int64_t> distances, digits;  // per sample: that distance, the digits right
   double accuracy() const { return samples > 0 ? static_cast<double>(correct) / static_cast<double>(samples) : 0.0; }
 };
 // How many of the key's digits a model predicts for a sample: rows [length - 1][vocab] hold

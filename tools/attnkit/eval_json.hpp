@@ -23,7 +23,8 @@ inline nlohmann::json to_json(const std::vector<model::PasskeyCell>& cells) {
   nlohmann::json a = nlohmann::json::array();
   for (const auto& c : cells)
     a.push_back({{"length", c.length}, {"depth", c.depth}, {"samples", c.samples}, {"correct", c.correct},
-                 {"accuracy", c.accuracy()}, {"digit_accuracy", c.digit_accuracy}, {"mean_distance", c.mean_distance}});
+                 {"accuracy", c.accuracy()}, {"digit_accuracy", c.digit_accuracy}, {"mean_distance", c.mean_distance},
+                 {"distances", c.distances}, {"digits", c.digits}});
   return a;
 }
 

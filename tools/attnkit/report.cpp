@@ -25,6 +25,8 @@
 #include "attnkit/attention.hpp"
 #include "attnkit/backward.hpp"
 #include "attnkit/error.hpp"
+#include "attnkit/flops.hpp"
+#include "attnkit/hwinfo.hpp"
 #include "command.hpp"
 #include "eval_json.hpp"
 #include "model/corpus.hpp"
@@ -175,7 +177,7 @@ struct Data {
 
 // Trains the variant or loads it from the cache; returns the model and its training log.
 std::pair<model::Model, json> train_or_load(const Variant& v, const Budget& b, const Data& d, const model::PasskeyTask& task,
-                                            const std::string& cache_dir, Progress& progress) {
+                                            const std::string& cache_dir, double peak_gflops, Progress& progress) {
   model::TrainConfig tc;
   tc.batch = b.batch, tc.seq_len = v.config.context, tc.steps = b.steps, tc.warmup = std::max<int64_t>(1, b.steps / 20);
   tc.adamw.lr = 3e-3, tc.eval_every = b.eval_every, tc.eval_batches = b.eval_batches, tc.seed = v.config.seed;
@@ -206,7 +208,7 @@ std::pair<model::Model, json> train_or_load(const Variant& v, const Budget& b, c
     progress.add(units, fmt::format("training {} {}/{}", v.name, r.step, tc.steps));
   }, -1, &task);
   const double val = model::evaluate(st.model, d.val, tc.batch, tc.seq_len, tc.eval_batches);
-  const json log = {{"steps", tc.steps},
+  json log = {{"steps", tc.steps},
                     {"tokens", tc.steps * tc.batch * tc.seq_len},
                     {"seconds", seconds},
                     {"tok_s", static_cast<double>(tc.steps * tc.batch * tc.seq_len) / seconds},
@@ -217,6 +219,7 @@ std::pair<model::Model, json> train_or_load(const Variant& v, const Budget& b, c
                     {"cached", false}};
   fs::create_directories(dir);
   model::save_checkpoint(dir + "/model.safetensors", st, tc);
+  log["peak_fp32_gflops"] = peak_gflops;
   write_file_atomically(dir + "/log.json", log.dump() + "\n", dir + "/log.json");
   return {std::move(st.model), log};
 }
@@ -325,7 +328,15 @@ double time_attention(const Pattern& pattern, int64_t n, int64_t hq, int64_t hkv
   return ms[1];
 }
 
-json timing(const std::vector<Variant>& vars, const Budget& b, Progress& progress) {
+// Training FLOPs of one attention step: the forward's visited-pair FLOPs (flops.hpp) times
+// 3.5, FlashAttention's count for forward + backward (the backward is 2.5 forwards).
+double step_flops(const Pattern& p, int64_t n, int64_t hq, int64_t hkv, int64_t d) {
+  AttnShape shape;
+  shape.q_heads = hq, shape.kv_heads = hkv, shape.q_len = n, shape.kv_len = n, shape.d_qk = d, shape.d_v = d;
+  return 3.5 * count_work(shape, p.bind(n, n)).flops;
+}
+
+json timing(const std::vector<Variant>& vars, const Budget& b, double peak_gflops, Progress& progress) {
   json out = json::array();
   for (const Variant& v : vars) {
     if (v.name == "mha-seed2" || v.group == "probe") continue;
@@ -335,7 +346,9 @@ json timing(const std::vector<Variant>& vars, const Budget& b, Progress& progres
     for (const int64_t n : b.timing_contexts) {
       const double ms = time_attention(p, n, c.n_heads, c.layers[0].kv_heads, c.head_dim(), b.timing_seconds);
       const BoundPattern bound = p.bind(n, n);
-      points.push_back({{"n", n}, {"ms", ms}, {"visited_fraction", static_cast<double>(bound.visited_pairs()) / (double(n) * double(n))}});
+      const double gflops = step_flops(p, n, c.n_heads, c.layers[0].kv_heads, c.head_dim()) / (ms * 1e6);
+      points.push_back({{"n", n}, {"ms", ms}, {"gflops", gflops}, {"peak_fraction", gflops / peak_gflops},
+                        {"visited_fraction", static_cast<double>(bound.visited_pairs()) / (double(n) * double(n))}});
       progress.add(b.timing_seconds / 0.15, fmt::format("timing {} n={}", v.name, n));
     }
     out.push_back({{"variant", v.name}, {"label", v.label}, {"pattern", c.layers[0].pattern}, {"points", points}});
@@ -401,9 +414,13 @@ int run(const Options& o, const std::string& command) {
   fmt::print(stderr, "report: {} variants, {} steps of {} x {} tokens each; models cached in {}\n", vars.size(), b.steps,
              b.batch, base.context, cache_dir);
 
+  // The fp32 FMA peak, measured here, is what the attention timings are a fraction of.
+  HwOptions hw;
+  hw.seconds_per_measurement = 0.2, hw.dram_bytes = 0;
+  const HwInfo peak = measure_hwinfo(hw);
   json variants = json::array();
   for (const Variant& v : vars) {
-    auto [m, log] = train_or_load(v, b, d, train_task, cache_dir, progress);
+    auto [m, log] = train_or_load(v, b, d, train_task, cache_dir, peak.fp32_fma_gflops, progress);
     json e = evaluate_variant(v, m, b, d, test_task, progress);
     const Pattern p = Pattern::parse(v.config.layers[0].pattern);
     e["name"] = v.name, e["label"] = v.label, e["group"] = v.group, e["reach"] = v.reach;
@@ -412,6 +429,14 @@ int run(const Options& o, const std::string& command) {
     e["hidden_dim"] = v.config.hidden_dim;
     e["visited_fraction"] = static_cast<double>(p.bind(base.context, base.context).visited_pairs()) /
                             (static_cast<double>(base.context) * static_cast<double>(base.context));
+    // Training FLOPs per token: 6 per parameter (forward + backward of every matrix, the tied
+    // head counted once) and each layer's attention step over a training row.
+    double attention_flops = 0;
+    for (const auto& l : v.config.layers)
+      attention_flops += step_flops(Pattern::parse(l.pattern), base.context, v.config.n_heads, l.kv_heads, v.config.head_dim());
+    e["train_flops_per_token"] = 6.0 * static_cast<double>(v.config.parameter_count()) +
+                                 attention_flops / static_cast<double>(base.context);
+    if (!log.contains("peak_fp32_gflops")) log["peak_fp32_gflops"] = peak.fp32_fma_gflops, log["peak_measured_later"] = true;
     e["train"] = log;
     variants.push_back(e);
   }
@@ -425,9 +450,10 @@ int run(const Options& o, const std::string& command) {
                     {"streams", b.streams}, {"passkey_samples", b.samples}, {"passkey_fraction", kPasskeyFraction}}},
                   {"unigram_entropy", d.unigram},
                   {"variants", variants},
-                  {"timing", timing(vars, b, progress)},
+                  {"timing", timing(vars, b, peak.fp32_fma_gflops, progress)},
                   {"kv_designs", kv_designs(vars)}};
   progress.finish();
+  results["peak_fp32_gflops"] = peak.fp32_fma_gflops;
   write_file_atomically(out + "/results.json", results.dump(1) + "\n", out + "/results.json");
 
   std::vector<std::string> plots;

@@ -103,8 +103,10 @@ void headline_section(std::string& md, const json& r) {
 
 void training_section(std::string& md, const json& r) {
   md += "## Training: stability, throughput and attention's share\n\n";
-  md += "| variant | layers | pattern | parameters | final val loss (nats/byte) | tokens/s | attention share | cached |\n";
-  md += "|---|---|---|---|---|---|---|---|\n";
+  md += "| variant | layers | pattern | parameters | final val loss (nats/byte) | tokens/s | of the fp32 peak | attention "
+        "share | cached |\n";
+  md += "|---|---|---|---|---|---|---|---|---|\n";
+  bool later = false;
   const double unigram = r["unigram_entropy"].get<double>();
   int bad = 0;
   for (const json& v : r["variants"]) {
@@ -112,15 +114,24 @@ void training_section(std::string& md, const json& r) {
     const double val = t["final_val_loss"].get<double>();
     const bool ok = t["finite"].get<bool>() && val < unigram;
     bad += !ok;
-    md += fmt::format("| {} | {} | `{}` | {} | {:.4f}{} | {:.0f} | {:.1f} % | {} |\n", v["label"].get<std::string>(),
+    const double peak = t.value("peak_fp32_gflops", 0.0);
+    later = later || t.value("peak_measured_later", false);
+    const std::string share =
+        peak > 0 && v.contains("train_flops_per_token")
+            ? fmt::format("{:.1f} %{}", 100.0 * t["tok_s"].get<double>() * v["train_flops_per_token"].get<double>() / (peak * 1e9),
+                          t.value("peak_measured_later", false) ? "*" : "")
+            : "–";
+    md += fmt::format("| {} | {} | `{}` | {} | {:.4f}{} | {:.0f} | {} | {:.1f} % | {} |\n", v["label"].get<std::string>(),
                       v["layers"].get<int64_t>(), v["pattern"].get<std::string>(), v["params"].get<int64_t>(), val,
-                      ok ? "" : " (not below unigram)", t["tok_s"].get<double>(), 100.0 * t["attention_share"].get<double>(),
-                      t["cached"].get<bool>() ? "yes" : "no");
+                      ok ? "" : " (not below unigram)", t["tok_s"].get<double>(), share,
+                      100.0 * t["attention_share"].get<double>(), t["cached"].get<bool>() ? "yes" : "no");
   }
   md += bad == 0 ? fmt::format("\nEvery variant trained without a NaN and ended below the unigram entropy ({:.3f}).", unigram)
                  : fmt::format("\n{} variant(s) did not end below the unigram entropy ({:.3f}) or met a NaN.", bad, unigram);
   md += " Throughput and attention's share are wall time measured while the model trained (a cached model keeps the "
-        "figures of the run that trained it).\n\n";
+        "figures of the run that trained it); the fraction of peak counts 6 FLOPs per parameter per token plus 3.5 × "
+        "attention's visited-pair FLOPs, against the fp32 FMA peak measured by the run that trained the model";
+  md += later ? " (*: by this run, on the same machine, for models trained before the peak was recorded).\n\n" : ".\n\n";
 }
 
 void heads_section(std::string& md, const json& r) {
@@ -220,8 +231,15 @@ void sparse_section(std::string& md, const json& r) {
   int64_t n = 0;
   const double causal_ms = time_at("mha", n);
   md += fmt::format("| variant | pattern | visited fraction (n = {}) | test perplexity | vs MHA | attention step at n = {} "
-                    "| vs causal | training tokens/s |\n|---|---|---|---|---|---|---|---|\n",
-                    r["model"]["context"].get<int64_t>(), n);
+                    "| GFLOP/s (of the {:.0f} fp32 peak) | vs causal | training tokens/s |\n|---|---|---|---|---|---|---|---|---|\n",
+                    r["model"]["context"].get<int64_t>(), n, r.value("peak_fp32_gflops", 0.0));
+  auto rate_at = [&](const std::string& name) -> std::string {
+    for (const json& t : timing)
+      if (t["variant"] == name && t["points"].back().contains("gflops"))
+        return fmt::format("{:.1f} ({:.1f} %)", t["points"].back()["gflops"].get<double>(),
+                           100.0 * t["points"].back()["peak_fraction"].get<double>());
+    return "–";
+  };
   std::string best;
   double best_speed = 0;
   for (const std::string name : {"mha", "window", "longformer", "strided"}) {
@@ -229,10 +247,10 @@ void sparse_section(std::string& md, const json& r) {
     if (!v) continue;
     int64_t nn = 0;
     const double ms = time_at(name, nn);
-    md += fmt::format("| {} | `{}` | {:.1f} % | {} | {:+.2f} % | {:.3f} ms | {:.2f} × | {:.0f} |\n",
+    md += fmt::format("| {} | `{}` | {:.1f} % | {} | {:+.2f} % | {:.3f} ms | {} | {:.2f} × | {:.0f} |\n",
                       (*v)["label"].get<std::string>(), (*v)["pattern"].get<std::string>(),
                       100.0 * (*v)["visited_fraction"].get<double>(), ppl_cell(reference(*v)["perplexity"]),
-                      pct(ppl(*v), ppl(*mha)), ms, causal_ms / ms, (*v)["train"]["tok_s"].get<double>());
+                      pct(ppl(*v), ppl(*mha)), ms, rate_at(name), causal_ms / ms, (*v)["train"]["tok_s"].get<double>());
     if (name != "mha" && causal_ms / ms > best_speed) best_speed = causal_ms / ms, best = (*v)["label"];
   }
   // The speed-up a pattern would get if time followed the pairs it visits.
@@ -252,7 +270,8 @@ void sparse_section(std::string& md, const json& r) {
   }
   md += fmt::format(
       "\nReading: against causal at n = {}, the attention step (forward + backward, one layer's shape) runs: {}. The "
-      "ideal is the ratio of visited pairs. At the model's context of {} the training speed-up is smaller, since "
+      "ideal is the ratio of visited pairs; GFLOP/s count 3.5 × the forward's visited-pair FLOPs (FlashAttention's "
+      "forward + backward), against the fp32 FMA peak measured in the same run. At the model's context of {} the training speed-up is smaller, since "
       "attention is a minority of a step (see the training table). Best: {} ({:.1f} ×). BigBird has no causal form in "
       "attnkit (its random and global blocks see the future), so it cannot be a decoder layer and has no row.\n\n",
       n, each, r["model"]["context"].get<int64_t>(), best, best_speed);

@@ -470,7 +470,12 @@ int run(const Options& o, const std::string& command) {
       if (f.path().extension() == ".png") plots.push_back(f.path().filename().string());
     std::sort(plots.begin(), plots.end());
   }
-  write_file_atomically(out + "/README.md", report_markdown(results, plots), out + "/README.md");
+  // Pages written beside the report by hand (follow-up experiments) are linked from it.
+  std::vector<std::string> pages;
+  for (const auto& f : fs::directory_iterator(out))
+    if (f.path().extension() == ".md" && f.path().filename() != "README.md") pages.push_back(f.path().filename().string());
+  std::sort(pages.begin(), pages.end());
+  write_file_atomically(out + "/README.md", report_markdown(results, plots, pages), out + "/README.md");
   fmt::print("report: {}/README.md ({} plots, results.json)\n", out, plots.size());
   return 0;
 }

@@ -352,7 +352,7 @@ void stream_section(std::string& md, const json& r) {
 
 }  // namespace
 
-std::string report_markdown(const json& r, const std::vector<std::string>& plots) {
+std::string report_markdown(const json& r, const std::vector<std::string>& plots, const std::vector<std::string>& pages) {
   std::string md;
   setup_section(md, r);
   headline_section(md, r);
@@ -365,6 +365,11 @@ std::string report_markdown(const json& r, const std::vector<std::string>& plots
   if (!plots.empty()) {
     md += "## Plots\n\n";
     for (const std::string& p : plots) md += fmt::format("![{0}]({0})\n\n", p);
+  }
+  if (!pages.empty()) {
+    md += "## More\n\n";
+    for (const std::string& p : pages) md += fmt::format("- [{0}]({0})\n", p);
+    md += "\n";
   }
   md += "Every number above is in results.json beside this file, from the run named at the top.\n";
   return md;

@@ -33,7 +33,7 @@ TEST(CliHabits, VersionAndUnknownCommands) {
 
   r = run_cli("foo --n 3");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("unknown command 'foo'; commands are: attend, bench, convert, generate, hwinfo, kv-size, pattern, receptive-field, train"),
+  EXPECT_NE(r.output.find("unknown command 'foo'; commands are: attend, bench, convert, eval, generate, hwinfo, kv-size, pattern, receptive-field, report, train"),
             std::string::npos)
       << r.output;
   r = run_cli("");

@@ -111,32 +111,32 @@ def passkey(r, out):
     save(fig, out, "passkey.png")
 
 
-def attention_time(r, out):
+def loglog(out, name, lines, xlabel, ylabel, title, ybase=10):
+    """Lines of (label, xs, ys) on log-log axes (x in powers of two)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for t in r["timing"]:
-        ax.plot([p["n"] for p in t["points"]], [p["ms"] for p in t["points"]], marker="o", label=f'{t["label"]} ({t["pattern"]})')
+    for label, xs, ys, marker in lines:
+        ax.plot(xs, ys, marker=marker, label=label)
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("context n (tokens)")
-    ax.set_ylabel("attention forward + backward (ms)")
-    ax.set_title("One attention layer's training step against context")
+    ax.set_yscale("log", base=ybase)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
-    save(fig, out, "attention_time.png")
+    save(fig, out, name)
+
+
+def attention_time(r, out):
+    lines = [(f'{t["label"]} ({t["pattern"]})', [p["n"] for p in t["points"]], [p["ms"] for p in t["points"]], "o")
+             for t in r["timing"]]
+    loglog(out, "attention_time.png", lines, "context n (tokens)", "attention forward + backward (ms)",
+           "One attention layer's training step against context")
 
 
 def kv_bytes(r, out):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for d in r["kv_designs"]:
-        ax.plot([p[0] for p in d["points"]], [p[1] for p in d["points"]], marker=".", label=d["label"])
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel("context (tokens)")
-    ax.set_ylabel("KV-cache bytes, all layers, one sequence")
-    ax.set_title("KV memory against context per cache design (kv-size's formulas)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
-    save(fig, out, "kv_bytes.png")
+    lines = [(d["label"], [p[0] for p in d["points"]], [p[1] for p in d["points"]], ".") for d in r["kv_designs"]]
+    loglog(out, "kv_bytes.png", lines, "context (tokens)", "KV-cache bytes, all layers, one sequence",
+           "KV memory against context per cache design (kv-size's formulas)", ybase=2)
 
 
 def streams(r, out):

@@ -228,8 +228,12 @@ struct CacheRun {
   std::string cache, dtype;
 };
 
+// The rolling window the causal models are streamed and evaluated through: an eighth of the
+// context, so a stream of the whole context is 8 windows long.
+int64_t rolling_window(int64_t context) { return std::max<int64_t>(4, context / 8); }
+
 std::vector<CacheRun> caches_for(const Variant& v) {
-  const int64_t w = std::max<int64_t>(4, v.config.context / 8);
+  const int64_t w = rolling_window(v.config.context);
   if (v.group == "heads")
     return {{"contiguous", "f32"}, {"contiguous", "bf16"}, {"contiguous", "f16"}, {"contiguous", "int8"},
             {"contiguous", "int4"}, {"paged:16", "f32"}, {fmt::format("rolling:w={},sinks=4", w), "f32"},
@@ -241,7 +245,7 @@ std::vector<CacheRun> caches_for(const Variant& v) {
 
 // Streams: the model's context through caches that keep a window, with and without sinks.
 std::vector<CacheRun> streams_for(const Variant& v) {
-  const int64_t w = std::max<int64_t>(4, v.config.context / 8);
+  const int64_t w = rolling_window(v.config.context);
   if (v.name == "mha")
     return {{"contiguous", "f32"}, {fmt::format("rolling:w={},sinks=0", w), "f32"},
             {fmt::format("rolling:w={},sinks=4", w), "f32"}};
@@ -361,7 +365,7 @@ json kv_designs(const std::vector<Variant>& vars) {
   const auto find = [&](const std::string& name) -> const Variant& {
     return *std::find_if(vars.begin(), vars.end(), [&](const Variant& v) { return v.name == name; });
   };
-  const int64_t w = std::max<int64_t>(4, find("mha").config.context / 8);
+  const int64_t w = rolling_window(find("mha").config.context);
   const std::vector<std::tuple<std::string, std::string, std::string, std::string>> designs = {
       {"MHA f32", "mha", "contiguous", "f32"},       {"MHA bf16", "mha", "contiguous", "bf16"},
       {"MHA int8", "mha", "contiguous", "int8"},     {"MHA int4", "mha", "contiguous", "int4"},

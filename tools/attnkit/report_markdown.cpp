@@ -219,54 +219,41 @@ void sparse_section(std::string& md, const json& r) {
   const json* mha = variant(r, "mha");
   if (!mha) return;
   md += "## 3. Sparse patterns: perplexity and speed at their visited fraction\n\n";
-  const json& timing = r["timing"];
-  auto time_at = [&](const std::string& name, int64_t& n) -> double {
-    for (const json& t : timing)
-      if (t["variant"] == name) {
-        n = t["points"].back()["n"].get<int64_t>();
-        return t["points"].back()["ms"].get<double>();
-      }
-    return NAN;
+  // Each kind's timing at the longest context measured (a null json when it was not timed).
+  const auto longest = [&](const std::string& name) -> json {
+    for (const json& t : r["timing"])
+      if (t["variant"] == name) return t["points"].back();
+    return json();
   };
-  int64_t n = 0;
-  const double causal_ms = time_at("mha", n);
+  const auto field = [](const json& point, const char* key) {
+    return point.is_object() && point.contains(key) ? point[key].get<double>() : NAN;
+  };
+  const json causal = longest("mha");
+  const double causal_ms = field(causal, "ms");
+  const int64_t n = causal.is_object() ? causal["n"].get<int64_t>() : 0;
   md += fmt::format("| variant | pattern | visited fraction (n = {}) | test perplexity | vs MHA | attention step at n = {} "
                     "| GFLOP/s (of the {:.0f} fp32 peak) | vs causal | training tokens/s |\n|---|---|---|---|---|---|---|---|---|\n",
                     r["model"]["context"].get<int64_t>(), n, r.value("peak_fp32_gflops", 0.0));
-  auto rate_at = [&](const std::string& name) -> std::string {
-    for (const json& t : timing)
-      if (t["variant"] == name && t["points"].back().contains("gflops"))
-        return fmt::format("{:.1f} ({:.1f} %)", t["points"].back()["gflops"].get<double>(),
-                           100.0 * t["points"].back()["peak_fraction"].get<double>());
-    return "–";
-  };
-  std::string best;
+  std::string best, each;
   double best_speed = 0;
   for (const std::string name : {"mha", "window", "longformer", "strided"}) {
     const json* v = variant(r, name);
     if (!v) continue;
-    int64_t nn = 0;
-    const double ms = time_at(name, nn);
+    const json point = longest(name);
+    const double ms = field(point, "ms"), speed = causal_ms / ms;
+    const std::string rate = std::isnan(field(point, "gflops"))
+                                 ? "–"
+                                 : fmt::format("{:.1f} ({:.1f} %)", field(point, "gflops"), 100.0 * field(point, "peak_fraction"));
     md += fmt::format("| {} | `{}` | {:.1f} % | {} | {:+.2f} % | {:.3f} ms | {} | {:.2f} × | {:.0f} |\n",
                       (*v)["label"].get<std::string>(), (*v)["pattern"].get<std::string>(),
                       100.0 * (*v)["visited_fraction"].get<double>(), ppl_cell(reference(*v)["perplexity"]),
-                      pct(ppl(*v), ppl(*mha)), ms, rate_at(name), causal_ms / ms, (*v)["train"]["tok_s"].get<double>());
-    if (name != "mha" && causal_ms / ms > best_speed) best_speed = causal_ms / ms, best = (*v)["label"];
-  }
-  // The speed-up a pattern would get if time followed the pairs it visits.
-  auto visited_at = [&](const std::string& name) -> double {
-    for (const json& t : timing)
-      if (t["variant"] == name) return t["points"].back()["visited_fraction"].get<double>();
-    return NAN;
-  };
-  std::string each;
-  for (const std::string name : {"window", "longformer", "strided"}) {
-    const json* v = variant(r, name);
-    int64_t nn = 0;
-    if (!v) continue;
-    const double got = causal_ms / time_at(name, nn), ideal = visited_at("mha") / visited_at(name);
+                      pct(ppl(*v), ppl(*mha)), ms, rate, speed, (*v)["train"]["tok_s"].get<double>());
+    if (name == "mha") continue;
+    if (speed > best_speed) best_speed = speed, best = (*v)["label"];
+    // The speed-up a pattern would get if time followed the pairs it visits.
+    const double ideal = field(causal, "visited_fraction") / field(point, "visited_fraction");
     each += fmt::format("{}{} {:.1f} × of an ideal {:.1f} ×{}", each.empty() ? "" : "; ", (*v)["label"].get<std::string>(),
-                        got, ideal, got < 0.5 * ideal ? " (a slow path: under half its share)" : "");
+                        speed, ideal, speed < 0.5 * ideal ? " (a slow path: under half its share)" : "");
   }
   md += fmt::format(
       "\nReading: against causal at n = {}, the attention step (forward + backward, one layer's shape) runs: {}. The "

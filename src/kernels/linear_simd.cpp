@@ -1,0 +1,153 @@
+// The vector loops of linear_simd.hpp, compiled for every Highway target; the exponential is
+// the one every attention kernel shares (online_softmax-inl.h). Each loop is the plain
+// formula over whole vectors plus a masked tail, so results do not depend on where a
+// caller's rows start.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/linear_simd.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+
+#include <hwy/highway.h>
+
+#include "kernels/online_softmax-inl.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/linear_simd.hpp"
+
+HWY_BEFORE_NAMESPACE();
+namespace attnkit::linear::simd {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+namespace sm = ::attnkit::HWY_NAMESPACE::softmax;
+
+// Runs body(in, out, offset) over [0, n) in whole vectors; a tail of fewer than a vector's
+// lanes goes through a zero-padded copy (Highway 1.0.3 has no LoadN / StoreN, and its
+// MaskedLoad reads whole vectors on some targets), so no loop reads or writes past n.
+template <size_t kArrays, class Body>
+HWY_INLINE void ForVectors(int64_t n, const float* const (&in)[kArrays], float* out, const Body& body) {
+  const DF d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    VF v[kArrays];
+    for (size_t a = 0; a < kArrays; ++a) v[a] = hn::LoadU(d, in[a] + i);
+    hn::StoreU(body(v), d, out + i);
+  }
+  if (i == n) return;
+  HWY_ALIGN float buf[kArrays][HWY_MAX_BYTES / sizeof(float)] = {};
+  VF v[kArrays];
+  for (size_t a = 0; a < kArrays; ++a) {
+    std::memcpy(buf[a], in[a] + i, static_cast<size_t>(n - i) * sizeof(float));
+    v[a] = hn::Load(d, buf[a]);
+  }
+  hn::Store(body(v), d, buf[0]);
+  std::memcpy(out + i, buf[0], static_cast<size_t>(n - i) * sizeof(float));
+}
+
+void Elu1(const float* x, float* f, int64_t n) {
+  const DF d;
+  ForVectors<1>(n, {x}, f, [&](const VF* v) {
+    return hn::IfThenElse(hn::Gt(v[0], hn::Zero(d)), hn::Add(v[0], hn::Set(d, 1.0f)), sm::Exp(d, v[0]));
+  });
+}
+
+void Elu1Grad(const float* x, const float* f, const float* df, float* dx, int64_t n) {
+  const DF d;
+  ForVectors<3>(n, {x, f, df}, dx, [&](const VF* v) {
+    return hn::IfThenElse(hn::Gt(v[0], hn::Zero(d)), v[2], hn::Mul(v[2], v[1]));
+  });
+}
+
+void ExpShift(float* x, int64_t n, float shift, float mul) {
+  const DF d;
+  const VF s = hn::Set(d, shift), m = hn::Set(d, mul);
+  ForVectors<1>(n, {x}, x, [&](const VF* v) { return hn::Mul(m, sm::Exp(d, hn::Sub(v[0], s))); });
+}
+
+float Max(const float* x, int64_t n) {
+  const DF d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  VF acc = hn::Set(d, -HUGE_VALF);
+  bool nan = false;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const VF v = hn::LoadU(d, x + i);
+    nan |= !hn::AllFalse(d, hn::IsNaN(v));
+    acc = hn::Max(acc, v);
+  }
+  float m = hn::GetLane(hn::MaxOfLanes(d, acc));
+  for (; i < n; ++i) {
+    nan |= std::isnan(x[i]);
+    m = std::max(m, x[i]);
+  }
+  return nan ? NAN : m;
+}
+
+void Mul(float* a, const float* t, int64_t n) {
+  ForVectors<2>(n, {a, t}, a, [&](const VF* v) { return hn::Mul(v[0], v[1]); });
+}
+
+void Rank1(float* s, int64_t rows, int64_t cols, float alpha, const float* kf, const float* vx) {
+  const DF d;
+  const VF a = hn::Set(d, alpha);
+  for (int64_t r = 0; r < rows; ++r) {
+    const VF k = hn::Set(d, kf[r]);
+    float* row = s + r * cols;
+    ForVectors<2>(cols, {row, vx}, row, [&](const VF* v) { return hn::MulAdd(k, v[1], hn::Mul(a, v[0])); });
+  }
+}
+
+// u = qf^T s, four state rows at a time into four independent FMA chains (a vector of u
+// per pass over the rows), for full vectors of columns; a last partial vector of columns
+// runs the same sum on scalars.
+void Vecmat(const float* qf, const float* s, int64_t rows, int64_t cols, float* u) {
+  const DF d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t c = 0;
+  for (; c + N <= cols; c += N) {
+    VF acc[4] = {hn::Zero(d), hn::Zero(d), hn::Zero(d), hn::Zero(d)};
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4)
+      for (int t = 0; t < 4; ++t) acc[t] = hn::MulAdd(hn::Set(d, qf[r + t]), hn::LoadU(d, s + (r + t) * cols + c), acc[t]);
+    for (; r < rows; ++r) acc[0] = hn::MulAdd(hn::Set(d, qf[r]), hn::LoadU(d, s + r * cols + c), acc[0]);
+    hn::StoreU(hn::Add(hn::Add(acc[0], acc[1]), hn::Add(acc[2], acc[3])), d, u + c);
+  }
+  for (; c < cols; ++c) {
+    float acc = 0;
+    for (int64_t r = 0; r < rows; ++r) acc += qf[r] * s[r * cols + c];
+    u[c] = acc;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace attnkit::linear::simd
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace attnkit::linear::simd {
+HWY_EXPORT(Elu1);
+HWY_EXPORT(Elu1Grad);
+HWY_EXPORT(ExpShift);
+HWY_EXPORT(Max);
+HWY_EXPORT(Mul);
+HWY_EXPORT(Rank1);
+HWY_EXPORT(Vecmat);
+
+void elu1(const float* x, float* f, int64_t n) { HWY_DYNAMIC_DISPATCH(Elu1)(x, f, n); }
+void elu1_grad(const float* x, const float* f, const float* df, float* dx, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(Elu1Grad)(x, f, df, dx, n);
+}
+void exp_shift(float* x, int64_t n, float shift, float mul) { HWY_DYNAMIC_DISPATCH(ExpShift)(x, n, shift, mul); }
+float max(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(Max)(x, n); }
+void mul(float* a, const float* t, int64_t n) { HWY_DYNAMIC_DISPATCH(Mul)(a, t, n); }
+void rank1(float* s, int64_t rows, int64_t cols, float alpha, const float* kf, const float* vx) {
+  HWY_DYNAMIC_DISPATCH(Rank1)(s, rows, cols, alpha, kf, vx);
+}
+void vecmat(const float* qf, const float* s, int64_t rows, int64_t cols, float* u) {
+  HWY_DYNAMIC_DISPATCH(Vecmat)(qf, s, rows, cols, u);
+}
+}  // namespace attnkit::linear::simd
+#endif

@@ -28,9 +28,9 @@
 // Numerics: retention's decays are exp(d log gamma) for d >= 0 only (never gamma^-j, which
 // overflows), so n = 16K and beyond stays exact. The Performer's features are stabilised:
 // a query's by the max of its W x' (cancels between numerator and normaliser), a key's by a
-// running max of the keys seen so far (the state is rescaled when it grows); eps is scaled
-// by the same factors, so the result is the definition with eps added to the true
-// normaliser. See docs/linear.md.
+// running max, per feature, of the keys seen so far (the state's rows are rescaled when it
+// grows); eps is scaled by the same factors, so the result is the definition with eps added
+// to the true normaliser. See docs/linear.md.
 // GQA / MQA: Hq a multiple of Hkv; linear and performer keep one state per KV head (the query
 // heads of a group read it), retention one per query head (their decays differ).
 // NaN or inf in an input reach the outputs of its chunk and of everything after; they never
@@ -112,8 +112,8 @@ class FeatureMap;
 
 // Decode state of one sequence batch: O(1) in n. Causal methods only.
 // Holds S [B][state heads][F][Dv + normalised] in f32 (state heads: Hkv for linear and
-// performer, Hq for retention) and, for the Performer, the keys' running log-scale per state
-// head. step() runs the chunkwise kernel over T > 1 tokens (chunks of m.chunk) and the
+// performer, Hq for retention) and, for the Performer, the keys' running log-scale of each
+// feature, [B][state heads][F]. step() runs the chunkwise kernel over T > 1 tokens (chunks of m.chunk) and the
 // recurrent one for T = 1 or m.form == recurrent; m.kernel is not consulted.
 class LinearState {
  public:

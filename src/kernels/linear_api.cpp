@@ -341,7 +341,7 @@ LinearState::LinearState(const LinearMethod& m, int64_t batch, int64_t q_heads, 
   map_ = linear::make_feature_map(m, q_heads, dk);
   const linear::Geometry g = geometry(m, s);
   state_.assign(static_cast<size_t>(batch * g.state_heads() * g.state_floats()), 0.0f);
-  if (map_->scales_keys()) scales_.assign(static_cast<size_t>(batch * g.state_heads()), -HUGE_VALF);
+  if (map_->scales_keys()) scales_.assign(static_cast<size_t>(batch * g.state_heads() * g.features), -HUGE_VALF);
 }
 
 LinearState::~LinearState() = default;

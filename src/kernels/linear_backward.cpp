@@ -30,7 +30,8 @@ struct BackWork {
   ChunkRows c;
   Decays d;
   std::vector<float> a, da, u, du, dqf, dkf, dvx, qd, kd, scaled, dx, ob, grad, states, dk_acc, dv_acc;
-  std::vector<float> scales, pres;  // per chunk: key log-scale after it; factor on entering it
+  std::vector<float> scales, pres;  // [chunks][F]: the key log-scales after a chunk; the factors entering it
+  std::vector<float> key_scales;    // [F]: the key log-scales being rebuilt
 
   BackWork(const Geometry& g, int64_t chunks)
       : c(g),
@@ -51,8 +52,9 @@ struct BackWork {
         states(static_cast<size_t>((g.causal ? chunks : 1) * g.state_floats())),
         dk_acc(static_cast<size_t>(g.kv_len * g.dk)),
         dv_acc(static_cast<size_t>(g.kv_len * g.dv)),
-        scales(static_cast<size_t>(chunks)),
-        pres(static_cast<size_t>(chunks)) {}
+        scales(static_cast<size_t>(chunks * g.features)),
+        pres(static_cast<size_t>(chunks * g.features)),
+        key_scales(static_cast<size_t>(g.features)) {}
 };
 
 struct Grads {
@@ -106,6 +108,17 @@ void add_key_grads(const Ctx& x, BackWork& w, int64_t t0) {
       w.dv_acc[static_cast<size_t>((t0 + j) * g.dv + col)] += w.dvx[static_cast<size_t>(j * g.width + col)];
 }
 
+// w.c = the key log-scales before chunk t (as pass 1 had them), so that reloading the
+// chunk reproduces its features.
+void restore_scales(BackWork& w, int64_t t) {
+  const int64_t F = static_cast<int64_t>(w.key_scales.size());
+  if (t == 0) {
+    std::fill(w.key_scales.begin(), w.key_scales.end(), -HUGE_VALF);
+  } else {
+    std::copy_n(w.scales.begin() + (t - 1) * F, F, w.key_scales.begin());
+  }
+}
+
 void causal_state_head(const Ctx& x, const Grads& gr, BackWork& w, int64_t b, int64_t s) {
   const Geometry& g = x.g;
   const int64_t F = g.features, W = g.width, C = g.chunk, N = g.q_len;
@@ -114,13 +127,13 @@ void causal_state_head(const Ctx& x, const Grads& gr, BackWork& w, int64_t b, in
   // Pass 1: the state at each chunk's start.
   std::vector<float>& S = w.grad;  // as the running state here; G in pass 2
   std::fill(S.begin(), S.end(), 0.0f);
-  float c = -HUGE_VALF;
+  std::fill(w.key_scales.begin(), w.key_scales.end(), -HUGE_VALF);
   for (int64_t t = 0; t < chunks; ++t) {
     const int64_t t0 = t * C, n = std::min(C, N - t0);
-    const float pre = w.c.load_keys(x, b, s, t0, n, c);
-    w.scales[static_cast<size_t>(t)] = c;
-    w.pres[static_cast<size_t>(t)] = pre;
-    for (float& e : S) e *= pre;
+    w.c.load_keys(x, b, s, t0, n, w.key_scales.data());
+    std::copy(w.key_scales.begin(), w.key_scales.end(), w.scales.begin() + t * F);
+    std::copy(w.c.pre.begin(), w.c.pre.end(), w.pres.begin() + t * F);
+    rescale_rows(x.map, S.data(), w.c.pre.data(), F, W);
     std::copy(S.begin(), S.end(), w.states.begin() + t * F * W);
     w.d.prepare(lg, n);
     const float* ks = w.c.kf.data();
@@ -135,9 +148,9 @@ void causal_state_head(const Ctx& x, const Grads& gr, BackWork& w, int64_t b, in
   std::fill(G.begin(), G.end(), 0.0f);
   for (int64_t t = chunks - 1; t >= 0; --t) {
     const int64_t t0 = t * C, n = std::min(C, N - t0);
-    float ct = t > 0 ? w.scales[static_cast<size_t>(t - 1)] : -HUGE_VALF;
-    w.c.load_keys(x, b, s, t0, n, ct);  // the same features as pass 1 (ct becomes scales[t])
-    w.c.load_queries(x, b, s, t0, n, 0, ct);
+    restore_scales(w, t);
+    w.c.load_keys(x, b, s, t0, n, w.key_scales.data());  // the same features as pass 1 (c becomes scales[t])
+    w.c.load_queries(x, b, s, t0, n, 0, w.key_scales.data());
     w.d.prepare(lg, n);
     const int64_t rows = w.c.rows;
     const float* St = w.states.data() + t * F * W;
@@ -162,9 +175,8 @@ void causal_state_head(const Ctx& x, const Grads& gr, BackWork& w, int64_t b, in
     }
     gemm(false, true, rows, F, W, 1.0f, dus, W, St, W, 1.0f, w.dqf.data(), F);
     store_query_grads(x, gr, w, b, s, t0);
-    // H = pre(t + 1) G: the next chunk's state gradient in this chunk's scale.
-    if (t + 1 < chunks)
-      for (float& e : G) e *= w.pres[static_cast<size_t>(t + 1)];
+    // H = diag(pre(t + 1)) G: the next chunk's state gradient in this chunk's scales.
+    if (t + 1 < chunks) rescale_rows(x.map, G.data(), w.pres.data() + (t + 1) * F, F, W);
     // dKf = dA^T Qf + diag(gamma^(n-1-j)) Vx H^T; dVx = A^T dU + diag(gamma^(n-1-j)) Kf H.
     gemm(true, false, n, F, rows, 1.0f, w.da.data(), n, w.c.qf.data(), F, 0.0f, w.dkf.data(), F);
     gemm(true, false, n, W, rows, 1.0f, w.a.data(), n, w.du.data(), W, 0.0f, w.dvx.data(), W);
@@ -189,34 +201,45 @@ void state_form_head(const Ctx& x, const Grads& gr, BackWork& w, int64_t b, int6
   const int64_t F = g.features, W = g.width, C = g.chunk;
   float* S = w.states.data();
   std::fill_n(S, F * W, 0.0f);
-  float c = -HUGE_VALF;
+  std::fill(w.key_scales.begin(), w.key_scales.end(), -HUGE_VALF);
   for (int64_t t = 0, j0 = 0; j0 < g.kv_len; ++t, j0 += C) {
     const int64_t nk = std::min(C, g.kv_len - j0);
-    const float pre = w.c.load_keys(x, b, s, j0, nk, c);
-    w.scales[static_cast<size_t>(t)] = c;
-    for (int64_t i = 0; i < F * W; ++i) S[i] *= pre;
+    w.c.load_keys(x, b, s, j0, nk, w.key_scales.data());
+    std::copy(w.key_scales.begin(), w.key_scales.end(), w.scales.begin() + t * F);
+    rescale_rows(x.map, S, w.c.pre.data(), F, W);
     gemm(true, false, F, W, nk, 1.0f, w.c.kf.data(), F, w.c.vx.data(), W, 1.0f, S, W);
   }
   // Queries: U = Qf S, dQf = dU S^T, G = sum Qf^T dU.
+  const std::vector<float> c = w.key_scales;  // the final scales
   std::vector<float>& G = w.grad;
   std::fill(G.begin(), G.end(), 0.0f);
   for (int64_t t0 = 0; t0 < g.q_len; t0 += C) {
     const int64_t n = std::min(C, g.q_len - t0);
-    w.c.load_queries(x, b, s, t0, n, 0, c);
+    w.c.load_queries(x, b, s, t0, n, 0, c.data());
     gemm(false, false, w.c.rows, W, F, 1.0f, w.c.qf.data(), F, S, W, 0.0f, w.u.data(), W);
     output_grad(x, gr, w, b, s, t0);
     gemm(false, true, w.c.rows, F, W, 1.0f, w.du.data(), W, S, W, 0.0f, w.dqf.data(), F);
     gemm(true, false, F, W, w.c.rows, 1.0f, w.c.qf.data(), F, w.du.data(), W, 1.0f, G.data(), W);
     store_query_grads(x, gr, w, b, s, t0);
   }
-  // Keys: a key block of scale c_t entered S with weight e^(c_t - c_final).
+  // Keys: feature r of a key block of scales c_t entered S with weight e^(c_t,r - c_final,r).
   for (int64_t t = 0, j0 = 0; j0 < g.kv_len; ++t, j0 += C) {
     const int64_t nk = std::min(C, g.kv_len - j0);
-    float ct = t > 0 ? w.scales[static_cast<size_t>(t - 1)] : -HUGE_VALF;
-    w.c.load_keys(x, b, s, j0, nk, ct);
-    const float weight = x.map.scales_keys() ? std::exp(ct - c) : 1.0f;
-    gemm(false, true, nk, F, W, weight, w.c.vx.data(), W, G.data(), W, 0.0f, w.dkf.data(), F);
-    gemm(false, false, nk, W, F, weight, w.c.kf.data(), F, G.data(), W, 0.0f, w.dvx.data(), W);
+    restore_scales(w, t);
+    w.c.load_keys(x, b, s, j0, nk, w.key_scales.data());
+    gemm(false, true, nk, F, W, 1.0f, w.c.vx.data(), W, G.data(), W, 0.0f, w.dkf.data(), F);
+    const float* ks = w.c.kf.data();
+    if (x.map.scales_keys()) {
+      for (int64_t r = 0; r < F; ++r) w.c.pre[static_cast<size_t>(r)] = std::exp(w.key_scales[static_cast<size_t>(r)] - c[static_cast<size_t>(r)]);
+      for (int64_t j = 0; j < nk; ++j)
+        for (int64_t r = 0; r < F; ++r) {
+          const size_t i = static_cast<size_t>(j * F + r);
+          w.dkf[i] *= w.c.pre[static_cast<size_t>(r)];
+          w.kd[i] = w.c.kf[i] * w.c.pre[static_cast<size_t>(r)];
+        }
+      ks = w.kd.data();
+    }
+    gemm(false, false, nk, W, F, 1.0f, ks, F, G.data(), W, 0.0f, w.dvx.data(), W);
     add_key_grads(x, w, j0);
   }
 }

@@ -40,15 +40,18 @@ struct ChunkRows {
   std::vector<float> qx;    // [rows][Dk]
   std::vector<float> qf;    // [rows][F]
   std::vector<float> row;   // [rows]: eps' or the output factor (FeatureMap::map_queries)
+  std::vector<float> pre;   // [F]: the factors of the state's rows on entering the chunk
 
   explicit ChunkRows(const Geometry& g);
-  // Keys and values of tokens t0 .. t0 + n - 1 of state head s; c as FeatureMap::map_keys.
-  // Returns the factor for the state accumulated before this chunk.
-  float load_keys(const Ctx& x, int64_t b, int64_t s, int64_t t0, int64_t len, float& c);
+  // Keys and values of tokens t0 .. t0 + n - 1 of state head s; c: [F] as FeatureMap::map_keys.
+  void load_keys(const Ctx& x, int64_t b, int64_t s, int64_t t0, int64_t len, float* c);
   // Queries of tokens t0 .. t0 + n - 1 (absolute positions pos + t0 ...) of the heads of state
-  // head s, mapped against keys of log-scale c.
-  void load_queries(const Ctx& x, int64_t b, int64_t s, int64_t t0, int64_t len, int64_t pos, float c);
+  // head s, mapped against keys of log-scales c: [F].
+  void load_queries(const Ctx& x, int64_t b, int64_t s, int64_t t0, int64_t len, int64_t pos, const float* c);
 };
+
+// s: [F][W] rows multiplied by factor: [F] (the keys' new scales), when the map has scales.
+void rescale_rows(const FeatureMap& map, float* s, const float* factor, int64_t rows, int64_t cols);
 
 // The decay of a chunk of n tokens: gamma^(i + 1) for query row i (what the state at the
 // chunk's start is worth to it), gamma^(n - 1 - j) for key j (what it adds to the state at

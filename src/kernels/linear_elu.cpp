@@ -15,11 +15,8 @@ class EluMap final : public FeatureMap {
  public:
   EluMap(int64_t dk, float eps) : FeatureMap(dk, dk, /*normalised=*/true, /*per_query_state=*/false), eps_(eps) {}
 
-  float map_keys(const float* x, int64_t n, float* f, float&) const override {
-    simd::elu1(x, f, n * dk());
-    return 1.0f;
-  }
-  void map_queries(const float* x, int64_t n, int64_t, int64_t, float, float* f, float* row) const override {
+  void map_keys(const float* x, int64_t n, float* f, float*, float*) const override { simd::elu1(x, f, n * dk()); }
+  void map_queries(const float* x, int64_t n, int64_t, int64_t, const float*, float* f, float* row) const override {
     simd::elu1(x, f, n * dk());
     for (int64_t i = 0; i < n; ++i) row[i] = eps_;
   }

@@ -81,9 +81,10 @@ ChunkRows::ChunkRows(const Geometry& g)
       kf(static_cast<size_t>(g.chunk * g.features)),
       qx(static_cast<size_t>(g.heads_per_state * g.chunk * g.dk)),
       qf(static_cast<size_t>(g.heads_per_state * g.chunk * g.features)),
-      row(static_cast<size_t>(g.heads_per_state * g.chunk)) {}
+      row(static_cast<size_t>(g.heads_per_state * g.chunk)),
+      pre(static_cast<size_t>(g.features)) {}
 
-float ChunkRows::load_keys(const Ctx& x, int64_t b, int64_t s, int64_t t0, int64_t len, float& c) {
+void ChunkRows::load_keys(const Ctx& x, int64_t b, int64_t s, int64_t t0, int64_t len, float* c) {
   const Geometry& g = x.g;
   n = len;
   const int64_t kvh = g.kv_head(s);
@@ -91,10 +92,10 @@ float ChunkRows::load_keys(const Ctx& x, int64_t b, int64_t s, int64_t t0, int64
   load_rows(x.v, b, kvh, t0, n, vx.data(), g.width);
   if (g.width > g.dv)
     for (int64_t j = 0; j < n; ++j) vx[static_cast<size_t>(j * g.width + g.dv)] = 1.0f;
-  return x.map.map_keys(kx.data(), n, kf.data(), c);
+  x.map.map_keys(kx.data(), n, kf.data(), c, pre.data());
 }
 
-void ChunkRows::load_queries(const Ctx& x, int64_t b, int64_t s, int64_t t0, int64_t len, int64_t pos, float c) {
+void ChunkRows::load_queries(const Ctx& x, int64_t b, int64_t s, int64_t t0, int64_t len, int64_t pos, const float* c) {
   const Geometry& g = x.g;
   n = len;
   rows = g.heads_per_state * n;
@@ -139,6 +140,12 @@ void weigh_pairs(float* a, int64_t heads, int64_t nq, int64_t nk, int64_t delta,
     }
 }
 
+void rescale_rows(const FeatureMap& map, float* s, const float* factor, int64_t rows, int64_t cols) {
+  if (!map.scales_keys()) return;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) s[r * cols + c] *= factor[r];
+}
+
 void scale_rows(const float* src, const float* factor, int64_t rows, int64_t n, int64_t cols, float* dst) {
   for (int64_t r = 0; r < rows; ++r) {
     const float f = factor[r % n];
@@ -157,8 +164,8 @@ namespace {
 struct Work {
   ChunkRows c;
   Decays d;
-  std::vector<float> a, u, scaled, ob, state, key_blocks, value_blocks;
-  std::vector<float> block_scales;
+  std::vector<float> a, u, scaled, ob, state, scales, key_blocks, value_blocks;
+  std::vector<float> block_scales;  // parallel: [key blocks][F], the keys' scales after each block
 
   Work(const Geometry& g, Form form)
       : c(g),
@@ -167,7 +174,8 @@ struct Work {
         u(static_cast<size_t>(g.heads_per_state * g.chunk * g.width)),
         scaled(static_cast<size_t>(g.heads_per_state * g.chunk * std::max(g.features, g.width))),
         ob(static_cast<size_t>(g.chunk * g.dv)),
-        state(static_cast<size_t>(g.state_floats())) {
+        state(static_cast<size_t>(g.state_floats())),
+        scales(static_cast<size_t>(g.features)) {
     if (form == Form::parallel) {  // every key block's features, kept for all query blocks
       key_blocks.resize(static_cast<size_t>(g.kv_len * g.features));
       value_blocks.resize(static_cast<size_t>(g.kv_len * g.width));
@@ -190,21 +198,17 @@ void emit(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int64_t s, i
   }
 }
 
-void scale_state(float* s, int64_t n, float factor) {
-  if (factor != 1.0f)
-    for (int64_t i = 0; i < n; ++i) s[i] *= factor;
-}
-
 // Causal chunkwise over every token of the views, continuing the state S (and key scale
 // c) at absolute position pos.
 void causal_chunks(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int64_t s, int64_t pos, float* S,
-                   float& c) {
+                   float* c) {
   const Geometry& g = x.g;
   const int64_t F = g.features, W = g.width;
   const double lg = x.map.log_decay(s * g.heads_per_state);
   for (int64_t t0 = 0; t0 < g.q_len; t0 += g.chunk) {
     const int64_t n = std::min(g.chunk, g.q_len - t0);
-    scale_state(S, F * W, w.c.load_keys(x, b, s, t0, n, c));
+    w.c.load_keys(x, b, s, t0, n, c);
+    rescale_rows(x.map, S, w.c.pre.data(), F, W);
     w.c.load_queries(x, b, s, t0, n, pos, c);
     w.d.prepare(lg, n);
     const int64_t rows = w.c.rows;
@@ -229,13 +233,14 @@ void causal_chunks(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int
   }
 }
 
-// Recurrent: S = gamma pre S + kf vx^T, then U = qf S, one token at a time.
-void recurrent(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int64_t s, int64_t pos, float* S, float& c) {
+// Recurrent: S = gamma diag(pre) S + kf vx^T, then U = qf S, one token at a time.
+void recurrent(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int64_t s, int64_t pos, float* S, float* c) {
   const Geometry& g = x.g;
   const float gamma = static_cast<float>(std::exp(x.map.log_decay(s * g.heads_per_state)));
   for (int64_t t = 0; t < g.q_len; ++t) {
-    const float pre = w.c.load_keys(x, b, s, t, 1, c);
-    simd::rank1(S, g.features, g.width, gamma * pre, w.c.kf.data(), w.c.vx.data());
+    w.c.load_keys(x, b, s, t, 1, c);
+    rescale_rows(x.map, S, w.c.pre.data(), g.features, g.width);
+    simd::rank1(S, g.features, g.width, gamma, w.c.kf.data(), w.c.vx.data());
     w.c.load_queries(x, b, s, t, 1, pos, c);
     for (int64_t hh = 0; hh < g.heads_per_state; ++hh)
       simd::vecmat(w.c.qf.data() + hh * g.features, S, g.features, g.width, w.u.data() + hh * g.width);
@@ -243,34 +248,43 @@ void recurrent(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int64_t
   }
 }
 
-// Parallel: every query block against every key block it may see, pairs weighted by decay,
-// causal mask and (Performer) the key blocks' scales relative to the query block's.
+// Parallel: every query block against every key block it may see, pairs weighted by decay
+// and causal mask. Key block b's features are at the scales c_b reached after it, the query
+// block's at c_t (causal: its own block's; else the last): the queries meet block b with
+// feature r multiplied by e^(c_b,r - c_t,r).
 void parallel(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int64_t s, bool causal) {
   const Geometry& g = x.g;
   const int64_t F = g.features, W = g.width, C = g.chunk;
   const double lg = x.map.log_decay(s * g.heads_per_state);
   std::vector<float>& scales = w.block_scales;
   scales.clear();
-  float c = -HUGE_VALF;
+  std::fill(w.scales.begin(), w.scales.end(), -HUGE_VALF);
   for (int64_t j0 = 0; j0 < g.kv_len; j0 += C) {
     const int64_t nk = std::min(C, g.kv_len - j0);
-    w.c.load_keys(x, b, s, j0, nk, c);
+    w.c.load_keys(x, b, s, j0, nk, w.scales.data());
     std::copy_n(w.c.kf.begin(), nk * F, w.key_blocks.begin() + j0 * F);
     std::copy_n(w.c.vx.begin(), nk * W, w.value_blocks.begin() + j0 * W);
-    scales.push_back(c);
+    scales.insert(scales.end(), w.scales.begin(), w.scales.end());
   }
+  std::vector<float> factor(static_cast<size_t>(F));
   for (int64_t t0 = 0; t0 < g.q_len; t0 += C) {
     const int64_t n = std::min(C, g.q_len - t0);
-    const float cq = scales.empty() ? 0.0f : causal ? scales[static_cast<size_t>(t0 / C)] : scales.back();
+    const float* cq = scales.empty() ? w.scales.data() : scales.data() + (causal ? t0 / C : static_cast<int64_t>(scales.size()) / F - 1) * F;
     w.c.load_queries(x, b, s, t0, n, 0, cq);
     std::fill_n(w.u.begin(), w.c.rows * W, 0.0f);
     for (int64_t j0 = 0; j0 < (causal ? t0 + 1 : g.kv_len); j0 += C) {
       const int64_t nk = std::min(C, g.kv_len - j0);
-      gemm(false, true, w.c.rows, nk, F, 1.0f, w.c.qf.data(), F, w.key_blocks.data() + j0 * F, F, 0.0f, w.a.data(), nk);
-      const double log_factor = x.map.scales_keys() ? static_cast<double>(scales[static_cast<size_t>(j0 / C)]) - cq : 0.0;
-      const bool weighted = lg != 0 || log_factor != 0;
-      if (weighted) pair_table(w.d.tab.data(), n, nk, t0 - j0, lg, log_factor, causal);
-      weigh_pairs(w.a.data(), g.heads_per_state, n, nk, t0 - j0, causal, weighted ? w.d.tab.data() : nullptr);
+      const float* qs = w.c.qf.data();
+      if (x.map.scales_keys()) {
+        const float* cb = scales.data() + j0 / C * F;
+        for (int64_t r = 0; r < F; ++r) factor[static_cast<size_t>(r)] = std::exp(cb[r] - cq[r]);
+        for (int64_t row = 0; row < w.c.rows; ++row)
+          for (int64_t r = 0; r < F; ++r) w.scaled[static_cast<size_t>(row * F + r)] = qs[row * F + r] * factor[static_cast<size_t>(r)];
+        qs = w.scaled.data();
+      }
+      gemm(false, true, w.c.rows, nk, F, 1.0f, qs, F, w.key_blocks.data() + j0 * F, F, 0.0f, w.a.data(), nk);
+      if (lg != 0) pair_table(w.d.tab.data(), n, nk, t0 - j0, lg, 0, causal);
+      weigh_pairs(w.a.data(), g.heads_per_state, n, nk, t0 - j0, causal, lg != 0 ? w.d.tab.data() : nullptr);
       gemm(false, false, w.c.rows, W, nk, 1.0f, w.a.data(), nk, w.value_blocks.data() + j0 * W, W, 1.0f, w.u.data(), W);
     }
     emit(x, o, w, b, s, t0);
@@ -282,11 +296,13 @@ void state_form(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int64_
   const Geometry& g = x.g;
   const int64_t F = g.features, W = g.width;
   float* S = w.state.data();
+  float* c = w.scales.data();
   std::fill_n(S, F * W, 0.0f);
-  float c = -HUGE_VALF;
+  std::fill_n(c, F, -HUGE_VALF);
   for (int64_t j0 = 0; j0 < g.kv_len; j0 += g.chunk) {
     const int64_t nk = std::min(g.chunk, g.kv_len - j0);
-    scale_state(S, F * W, w.c.load_keys(x, b, s, j0, nk, c));
+    w.c.load_keys(x, b, s, j0, nk, c);
+    rescale_rows(x.map, S, w.c.pre.data(), F, W);
     gemm(true, false, F, W, nk, 1.0f, w.c.kf.data(), F, w.c.vx.data(), W, 1.0f, S, W);
   }
   for (int64_t t0 = 0; t0 < g.q_len; t0 += g.chunk) {
@@ -308,15 +324,15 @@ void forward(const FeatureMap& map, const Geometry& g, Form form, const TensorVi
       g.batch * heads, [&] { return Work(g, form); },
       [&](int64_t item, Work& w) {
         const int64_t b = item / heads, s = item % heads;
-        float c = -HUGE_VALF;
         switch (form) {
           case Form::chunkwise:
           case Form::recurrent:
             std::fill(w.state.begin(), w.state.end(), 0.0f);
+            std::fill(w.scales.begin(), w.scales.end(), -HUGE_VALF);
             if (form == Form::chunkwise) {
-              causal_chunks(x, o, w, b, s, 0, w.state.data(), c);
+              causal_chunks(x, o, w, b, s, 0, w.state.data(), w.scales.data());
             } else {
-              recurrent(x, o, w, b, s, 0, w.state.data(), c);
+              recurrent(x, o, w, b, s, 0, w.state.data(), w.scales.data());
             }
             break;
           case Form::parallel: parallel(x, o, w, b, s, g.causal); break;
@@ -337,8 +353,7 @@ void forward_from_state(const FeatureMap& map, const Geometry& g, bool recurrent
       [&](int64_t item, Work& w) {
         const int64_t b = item / heads, s = item % heads;
         float* S = states + item * g.state_floats();
-        float unscaled = 0;
-        float& c = scales ? scales[item] : unscaled;
+        float* c = scales ? scales + item * g.features : w.scales.data();
         if (recurrent_form) {
           recurrent(x, o, w, b, s, pos, S, c);
         } else {

@@ -30,18 +30,20 @@ class FeatureMap {
   int64_t features() const { return features_; }  // F
   bool normalised() const { return normalised_; }
   bool per_query_state() const { return per_query_state_; }  // one state per query head (decays differ)
-  // Whether keys carry a running log-scale c (map_keys updates it); otherwise c is unused.
+  // Whether keys carry running log-scales c (map_keys updates them); otherwise c is unused.
   virtual bool scales_keys() const { return false; }
   // log gamma of the state of query head h (0: no decay); only per-query-state maps decay.
   virtual double log_decay(int64_t h) const { return 0; }
 
-  // Keys x: [n][Dk] -> f: [n][F]. c: the state's key log-scale (in/out, -inf before any key):
-  // the features are exp(. - c) with c raised to cover this chunk. Returns the factor the
-  // state accumulated so far must be multiplied by to join the new scale (1 without scales).
-  virtual float map_keys(const float* x, int64_t n, float* f, float& c) const = 0;
+  // Keys x: [n][Dk] -> f: [n][F]. c: [F] the state's per-feature key log-scales (in/out, -inf
+  // before any key): feature r is exp(. - c[r]), c raised to cover this chunk; pre: [F] the
+  // factor row r of the state accumulated so far must be multiplied by to join the new
+  // scales. Neither is touched by maps without scales.
+  virtual void map_keys(const float* x, int64_t n, float* f, float* c, float* pre) const = 0;
   // Queries x: [n][Dk] of head h at absolute positions pos .. pos + n - 1 -> f: [n][F] and
-  // row: [n] (see above), given the key log-scale c of the keys they are multiplied with.
-  virtual void map_queries(const float* x, int64_t n, int64_t h, int64_t pos, float c, float* f, float* row) const = 0;
+  // row: [n] (see above), given the key log-scales c: [F] of the keys they meet.
+  virtual void map_queries(const float* x, int64_t n, int64_t h, int64_t pos, const float* c, float* f,
+                           float* row) const = 0;
   // Backward through the maps with their stabilisers held constant: x, f as above, df:
   // [n][F] the gradient of the features (clobbered) -> dx: [n][Dk].
   virtual void query_grad(const float* x, const float* f, float* df, int64_t n, float* dx) const = 0;
@@ -80,8 +82,8 @@ Form resolve_form(const LinearMethod& m);
 void forward(const FeatureMap& map, const Geometry& g, Form form, const TensorView& q, const TensorView& k,
              const TensorView& v, const MutTensorView& o);
 // Causal forward continuing from states [B][state heads][F][W] and key scales [B][state
-// heads] (null when the map has no key scales) at absolute position pos (LinearState::step);
-// recurrent or chunkwise.
+// heads][F] (null when the map has no key scales) at absolute position pos
+// (LinearState::step); recurrent or chunkwise.
 void forward_from_state(const FeatureMap& map, const Geometry& g, bool recurrent, const TensorView& q,
                         const TensorView& k, const TensorView& v, const MutTensorView& o, float* states,
                         float* scales, int64_t pos);

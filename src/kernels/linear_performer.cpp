@@ -11,13 +11,17 @@
 //
 // Stabilisers (they cancel between numerator and normaliser, and eps is scaled with them,
 // so the result is the definition with eps added to the true normaliser):
-//   a query's features are divided by e^(a_i), a_i = max_r w_r . x'_i - |x'_i|^2 / 2, so its
-//     largest is 1 / sqrt(m);
-//   a key's by e^c, c the running max of that same quantity over the keys seen so far (the
-//     engine rescales the state by e^(c_old - c_new) when c grows), so no key feature
-//     exceeds 1 / sqrt(m) and none depends on a later key;
-//   the eps the engine adds to the stabilised normaliser is eps e^-(a_i + c) (exponent
-//     clamped at 80: beyond it the true normaliser is below e^-80 of eps anyway).
+//   keys: feature r is divided by e^(c_r), c_r the running max of log phi_r(k_j) over the
+//     keys seen so far (the engine rescales row r of the state by e^(c_r,old - c_r,new)), so
+//     no key feature exceeds 1 / sqrt(m) and each row of the state, a sum over keys of one
+//     feature, keeps its own range: a key that is negligible in one feature may dominate
+//     another. In a chunk, c also covers the chunk's later keys, which a query may not see;
+//     only a later key exceeding everything a query sees by e^87 (f32's range) could
+//     then underflow that query's terms; the recurrent form raises c token by token;
+//   queries: feature r is multiplied by e^(c_r - A_i), A_i = max_r (w_r . x'_i + c_r), so the
+//     largest product with a key feature is 1 / m and the e^(c_r) cancel against the keys';
+//   the eps the engine adds to the stabilised normaliser is eps e^(|x'_i|^2 / 2 - A_i)
+//     (exponent clamped at 80: beyond it the true normaliser is below e^-80 of eps anyway).
 // Backward: with W and the stabilisers constant, d phi_r / dx' = phi_r (w_r - x'), so
 //   dx = sqrt(scale) (W^T (dphi * phi) - x' sum_r dphi_r phi_r).
 // Not for: chunks, states or threads (linear_engine.cpp).
@@ -123,30 +127,36 @@ class PerformerMap final : public FeatureMap {
 
   bool scales_keys() const override { return true; }
 
-  float map_keys(const float* x, int64_t n, float* f, float& c) const override {
+  void map_keys(const float* x, int64_t n, float* f, float* c, float* pre) const override {
+    const int64_t F = features();
     logits(x, n, f);
-    float chunk_max = -HUGE_VALF;
-    bool nan = false;
+    std::vector<float> c_new(c, c + F);
     for (int64_t j = 0; j < n; ++j) {
-      const float a = simd::max(f + j * features(), features()) - half_norm(x + j * dk());
-      nan |= std::isnan(a);
-      chunk_max = std::max(chunk_max, a);
+      const float* fj = f + j * F;
+      const float s = half_norm(x + j * dk());
+      for (int64_t r = 0; r < F; ++r) c_new[static_cast<size_t>(r)] = std::max(c_new[static_cast<size_t>(r)], fj[r] - s);
     }
-    const float c_new = nan ? NAN : std::max(c, chunk_max);
-    const float pre = c == -HUGE_VALF ? 0.0f : std::exp(c - c_new);
-    c = c_new;
-    for (int64_t j = 0; j < n; ++j) simd::exp_shift(f + j * features(), features(), half_norm(x + j * dk()) + c, inv_sqrt_m_);
-    return pre;
+    for (int64_t r = 0; r < F; ++r) {
+      pre[r] = c[r] == -HUGE_VALF ? 0.0f : std::exp(c[r] - c_new[static_cast<size_t>(r)]);
+      c[r] = c_new[static_cast<size_t>(r)];
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      float* fj = f + j * F;
+      simd::add_scaled(fj, c, F, -1.0f);
+      simd::exp_shift(fj, F, half_norm(x + j * dk()), inv_sqrt_m_);
+    }
   }
 
-  void map_queries(const float* x, int64_t n, int64_t, int64_t, float c, float* f, float* row) const override {
+  void map_queries(const float* x, int64_t n, int64_t, int64_t, const float* c, float* f, float* row) const override {
+    const int64_t F = features();
     logits(x, n, f);
+    const bool keys_seen = c[0] != -HUGE_VALF;  // none yet: no key to cancel against
     for (int64_t i = 0; i < n; ++i) {
-      float* fi = f + i * features();
-      const float top = simd::max(fi, features());
-      simd::exp_shift(fi, features(), top, inv_sqrt_m_);
-      const float a = top - half_norm(x + i * dk());
-      row[i] = eps_ * std::exp(std::min(-(a + c), 80.0f));
+      float* fi = f + i * F;
+      if (keys_seen) simd::add_scaled(fi, c, F, 1.0f);
+      const float top = simd::max(fi, F);
+      simd::exp_shift(fi, F, top, inv_sqrt_m_);
+      row[i] = eps_ * std::exp(std::min(half_norm(x + i * dk()) - top, 80.0f));
     }
   }
 

@@ -27,11 +27,10 @@ class RetentionMap final : public FeatureMap {
 
   double log_decay(int64_t h) const override { return log_gamma_[static_cast<size_t>(h)]; }
 
-  float map_keys(const float* x, int64_t n, float* f, float&) const override {
+  void map_keys(const float* x, int64_t n, float* f, float*, float*) const override {
     std::memcpy(f, x, static_cast<size_t>(n * dk()) * sizeof(float));
-    return 1.0f;
   }
-  void map_queries(const float* x, int64_t n, int64_t h, int64_t pos, float, float* f, float* row) const override {
+  void map_queries(const float* x, int64_t n, int64_t h, int64_t pos, const float*, float* f, float* row) const override {
     for (int64_t i = 0; i < n * dk(); ++i) f[i] = scale_ * x[i];
     const double lg = log_gamma_[static_cast<size_t>(h)];
     for (int64_t i = 0; i < n; ++i) {

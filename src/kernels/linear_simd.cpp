@@ -67,6 +67,12 @@ void ExpShift(float* x, int64_t n, float shift, float mul) {
   ForVectors<1>(n, {x}, x, [&](const VF* v) { return hn::Mul(m, sm::Exp(d, hn::Sub(v[0], s))); });
 }
 
+void AddScaled(float* x, const float* y, int64_t n, float alpha) {
+  const DF d;
+  const VF a = hn::Set(d, alpha);
+  ForVectors<2>(n, {x, y}, x, [&](const VF* v) { return hn::MulAdd(a, v[1], v[0]); });
+}
+
 float Max(const float* x, int64_t n) {
   const DF d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
@@ -131,6 +137,7 @@ namespace attnkit::linear::simd {
 HWY_EXPORT(Elu1);
 HWY_EXPORT(Elu1Grad);
 HWY_EXPORT(ExpShift);
+HWY_EXPORT(AddScaled);
 HWY_EXPORT(Max);
 HWY_EXPORT(Mul);
 HWY_EXPORT(Rank1);
@@ -141,6 +148,7 @@ void elu1_grad(const float* x, const float* f, const float* df, float* dx, int64
   HWY_DYNAMIC_DISPATCH(Elu1Grad)(x, f, df, dx, n);
 }
 void exp_shift(float* x, int64_t n, float shift, float mul) { HWY_DYNAMIC_DISPATCH(ExpShift)(x, n, shift, mul); }
+void add_scaled(float* x, const float* y, int64_t n, float alpha) { HWY_DYNAMIC_DISPATCH(AddScaled)(x, y, n, alpha); }
 float max(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(Max)(x, n); }
 void mul(float* a, const float* t, int64_t n) { HWY_DYNAMIC_DISPATCH(Mul)(a, t, n); }
 void rank1(float* s, int64_t rows, int64_t cols, float alpha, const float* kf, const float* vx) {

@@ -13,6 +13,8 @@ void elu1(const float* x, float* f, int64_t n);
 void elu1_grad(const float* x, const float* f, const float* df, float* dx, int64_t n);
 // x = mul * e^(x - shift); e^ of anything below -87 is 0, never a subnormal or NaN.
 void exp_shift(float* x, int64_t n, float shift, float mul);
+// x = x + alpha y.
+void add_scaled(float* x, const float* y, int64_t n, float alpha);
 // max_i x[i] (-inf for n = 0; NaN when an element is NaN).
 float max(const float* x, int64_t n);
 // a = a * t.

@@ -159,7 +159,7 @@ TEST(LinearState, StepsMatchTheCausalForward) {
 
 TEST(LinearState, BytesAreTheStateSize) {
   // linear: B Hkv Dk (Dv + 1) floats; retention: per query head, no normaliser column;
-  // performer: B Hkv m (Dv + 1) plus one key log-scale per state.
+  // performer: B Hkv m (Dv + 1) plus the keys' log-scale of each feature.
   LinearMethod m;
   EXPECT_EQ(LinearState(m, 2, 8, 2, 64, 32).bytes(), 2 * 2 * 64 * 33 * 4);
   m.kind = LinearKind::retention;
@@ -167,7 +167,7 @@ TEST(LinearState, BytesAreTheStateSize) {
   m = LinearMethod();
   m.kind = LinearKind::performer;
   m.features = 128;
-  EXPECT_EQ(LinearState(m, 1, 4, 4, 64, 64).bytes(), 4 * 128 * 65 * 4 + 4 * 4);
+  EXPECT_EQ(LinearState(m, 1, 4, 4, 64, 64).bytes(), 4 * 128 * 65 * 4 + 4 * 128 * 4);
 }
 
 // n = 16384, where chunked kernels usually lose precision: chunkwise linear and retention
@@ -284,6 +284,67 @@ TEST(LinearForward, EmptySequence) {
   const LinearInputs in = linear_inputs(c, 1);
   for (LinearKind kind : {LinearKind::linear, LinearKind::performer, LinearKind::retention})
     EXPECT_EQ(run_linear(in, method(kind, true, c.hq)).numel(), 0);
+}
+
+}  // namespace
+}  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+// NaN in a key poisons its chunk and everything after it, never what came before, and never
+// crashes; extreme decays (gamma near 0, gamma = 1 over long runs) stay finite and exact.
+TEST(LinearForward, HostileNumerics) {
+  LinearCase c;
+  c.n = 200;
+  LinearInputs in = linear_inputs(c, 81);
+  const int64_t bad = 100;
+  in.k.mut().set(NAN, 0, 0, bad, 3);
+  for (LinearKind kind : {LinearKind::linear, LinearKind::performer, LinearKind::retention})
+    for (LinearForm form : {LinearForm::chunkwise, LinearForm::recurrent, LinearForm::parallel}) {
+      LinearMethod m = method(kind, true, c.hq);
+      m.form = form;
+      m.chunk = 16;
+      const Tensor o = run_linear(in, m);
+      for (int64_t i = 0; i < c.n; ++i) {
+        // Head 0 reads the NaN key: finite before its chunk, NaN from the key on; head 1 never sees it.
+        const bool finite = std::isfinite(o.view().get(0, 0, i, 0));
+        if (i < bad / 16 * 16) EXPECT_TRUE(finite) << linear_method_string(m) << " row " << i;
+        if (i >= bad) EXPECT_FALSE(finite) << linear_method_string(m) << " row " << i;
+        EXPECT_TRUE(std::isfinite(o.view().get(0, 1, i, 0))) << linear_method_string(m) << " row " << i;
+      }
+    }
+  const LinearInputs clean = linear_inputs(c, 82);
+  for (std::vector<double> gamma : {std::vector<double>{1e-30, 1e-3}, std::vector<double>{1.0, 1.0}}) {
+    LinearMethod m;
+    m.kind = LinearKind::retention;
+    m.gamma = gamma;
+    const Tensor exact = run_linear_ref(clean, m, RefPrecision::f64), base = run_linear_ref(clean, m, RefPrecision::input);
+    for (const LinearMethod& f : forms_of(m)) expect_within_rule(run_linear(clean, f).view(), exact.view(), base.view(), describe(c, f));
+  }
+}
+
+// Large queries and keys, with eps = 0 so that the output is the ratio of the sums however
+// small they are. At |x| about 18 every form stays within 1e-5 of the f64 definition. At |x|
+// about 28 the unstabilised features are e^-150 .. e^-40, under f32's range: the plain f32
+// definition loses the rows (0 / 0), and the keys inside one chunk differ by more than f32's
+// range, which the recurrent form (scales raised token by token) and the non-causal state
+// form (every query sees the largest key) survive within 1e-5.
+TEST(LinearForward, PerformerStabilisedForLargeInputs) {
+  LinearCase c;
+  c.n = 50;
+  for (double amp : {8.0, 12.0}) {
+    const LinearInputs in = linear_inputs(c, 91, amp);
+    for (bool causal : {true, false}) {
+      LinearMethod m = method(LinearKind::performer, causal, c.hq);
+      m.eps = 0;
+      const Tensor exact = run_linear_ref(in, m, RefPrecision::f64);
+      if (amp > 10) EXPECT_GT(max_abs_diff(run_linear_ref(in, m, RefPrecision::input).view(), exact.view()), 0.1);
+      for (const LinearMethod& f : forms_of(m))
+        if (amp < 10 || f.form == LinearForm::recurrent || !causal)
+          EXPECT_LE(max_abs_diff(run_linear(in, f).view(), exact.view()), 1e-5) << linear_method_string(f) << " amp " << amp;
+    }
+  }
 }
 
 }  // namespace

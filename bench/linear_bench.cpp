@@ -26,10 +26,11 @@ LinearMethod method(LinearKind kind) {
   return m;
 }
 
-// range: n, d, heads.
+// range: n, d, heads, chunk.
 void BM_LinearForward(benchmark::State& state, LinearKind kind) {
   const int64_t n = state.range(0), d = state.range(1), h = state.range(2);
-  const LinearMethod m = method(kind);
+  LinearMethod m = method(kind);
+  m.chunk = state.range(3);
   const Tensor q = filled({1, h, n, d}, 0.5f), k = filled({1, h, n, d}, 0.5f), v = filled({1, h, n, d}, 1.0f);
   Tensor o(DType::f32, {1, h, n, d});
   for (auto _ : state) linear_attend_into(q.view(), k.view(), v.view(), m, o.mut());
@@ -66,15 +67,25 @@ void BM_LinearDecodeStep(benchmark::State& state, LinearKind kind) {
 }
 
 void lengths(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"n", "d", "h"});
+  b->ArgNames({"n", "d", "h", "C"});
   for (int64_t d : {64, 128})
-    for (int64_t n = 1024; n <= 65536; n *= 2) b->Args({n, d, 8});
+    for (int64_t n = 1024; n <= 65536; n *= 2) b->Args({n, d, 8, 64});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+// The chunk size at n = 8192: larger chunks do more (quadratic) work inside a chunk but in
+// larger, more efficient products.
+void chunks(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "d", "h", "C"});
+  for (int64_t d : {64, 128})
+    for (int64_t c : {32, 64, 128, 256}) b->Args({8192, d, 8, c});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 BENCHMARK_CAPTURE(BM_LinearForward, linear, LinearKind::linear)->Apply(lengths);
 BENCHMARK_CAPTURE(BM_LinearForward, retention, LinearKind::retention)->Apply(lengths);
 BENCHMARK_CAPTURE(BM_LinearForward, performer, LinearKind::performer)->Apply(lengths);
+BENCHMARK_CAPTURE(BM_LinearForward, linear_chunk, LinearKind::linear)->Apply(chunks);
 BENCHMARK_CAPTURE(BM_LinearBackward, linear, LinearKind::linear)
     ->ArgNames({"n", "d", "h"})
     ->Args({8192, 64, 8})

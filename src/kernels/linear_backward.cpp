@@ -22,6 +22,7 @@
 #include <cmath>
 
 #include "kernels/linear_chunk.hpp"
+#include "kernels/linear_simd.hpp"
 
 namespace attnkit::linear {
 namespace {
@@ -230,13 +231,12 @@ void state_form_head(const Ctx& x, const Grads& gr, BackWork& w, int64_t b, int6
     gemm(false, true, nk, F, W, 1.0f, w.c.vx.data(), W, G.data(), W, 0.0f, w.dkf.data(), F);
     const float* ks = w.c.kf.data();
     if (x.map.scales_keys()) {
-      for (int64_t r = 0; r < F; ++r) w.c.pre[static_cast<size_t>(r)] = std::exp(w.key_scales[static_cast<size_t>(r)] - c[static_cast<size_t>(r)]);
-      for (int64_t j = 0; j < nk; ++j)
-        for (int64_t r = 0; r < F; ++r) {
-          const size_t i = static_cast<size_t>(j * F + r);
-          w.dkf[i] *= w.c.pre[static_cast<size_t>(r)];
-          w.kd[i] = w.c.kf[i] * w.c.pre[static_cast<size_t>(r)];
-        }
+      float* weight = w.c.pre.data();
+      for (int64_t r = 0; r < F; ++r) weight[r] = std::exp(w.key_scales[static_cast<size_t>(r)] - c[static_cast<size_t>(r)]);
+      for (int64_t j = 0; j < nk; ++j) {
+        simd::mul(w.dkf.data() + j * F, weight, F);
+        simd::mul_into(w.c.kf.data() + j * F, weight, w.kd.data() + j * F, F);
+      }
       ks = w.kd.data();
     }
     gemm(false, false, nk, W, F, 1.0f, ks, F, G.data(), W, 0.0f, w.dvx.data(), W);

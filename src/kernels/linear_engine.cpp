@@ -269,7 +269,8 @@ void parallel(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int64_t 
   std::vector<float> factor(static_cast<size_t>(F));
   for (int64_t t0 = 0; t0 < g.q_len; t0 += C) {
     const int64_t n = std::min(C, g.q_len - t0);
-    const float* cq = scales.empty() ? w.scales.data() : scales.data() + (causal ? t0 / C : static_cast<int64_t>(scales.size()) / F - 1) * F;
+    const int64_t blocks = static_cast<int64_t>(scales.size()) / F;
+    const float* cq = blocks == 0 ? w.scales.data() : scales.data() + (causal ? t0 / C : blocks - 1) * F;
     w.c.load_queries(x, b, s, t0, n, 0, cq);
     std::fill_n(w.u.begin(), w.c.rows * W, 0.0f);
     for (int64_t j0 = 0; j0 < (causal ? t0 + 1 : g.kv_len); j0 += C) {
@@ -277,10 +278,10 @@ void parallel(const Ctx& x, const MutTensorView& o, Work& w, int64_t b, int64_t 
       const float* qs = w.c.qf.data();
       if (x.map.scales_keys()) {
         const float* cb = scales.data() + j0 / C * F;
+        float* scaled = w.scaled.data();
         for (int64_t r = 0; r < F; ++r) factor[static_cast<size_t>(r)] = std::exp(cb[r] - cq[r]);
-        for (int64_t row = 0; row < w.c.rows; ++row)
-          for (int64_t r = 0; r < F; ++r) w.scaled[static_cast<size_t>(row * F + r)] = qs[row * F + r] * factor[static_cast<size_t>(r)];
-        qs = w.scaled.data();
+        for (int64_t row = 0; row < w.c.rows; ++row) simd::mul_into(qs + row * F, factor.data(), scaled + row * F, F);
+        qs = scaled;
       }
       gemm(false, true, w.c.rows, nk, F, 1.0f, qs, F, w.key_blocks.data() + j0 * F, F, 0.0f, w.a.data(), nk);
       if (lg != 0) pair_table(w.d.tab.data(), n, nk, t0 - j0, lg, 0, causal);

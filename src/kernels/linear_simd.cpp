@@ -96,6 +96,10 @@ void Mul(float* a, const float* t, int64_t n) {
   ForVectors<2>(n, {a, t}, a, [&](const VF* v) { return hn::Mul(v[0], v[1]); });
 }
 
+void MulInto(const float* a, const float* t, float* out, int64_t n) {
+  ForVectors<2>(n, {a, t}, out, [&](const VF* v) { return hn::Mul(v[0], v[1]); });
+}
+
 void Rank1(float* s, int64_t rows, int64_t cols, float alpha, const float* kf, const float* vx) {
   const DF d;
   const VF a = hn::Set(d, alpha);
@@ -140,6 +144,7 @@ HWY_EXPORT(ExpShift);
 HWY_EXPORT(AddScaled);
 HWY_EXPORT(Max);
 HWY_EXPORT(Mul);
+HWY_EXPORT(MulInto);
 HWY_EXPORT(Rank1);
 HWY_EXPORT(Vecmat);
 
@@ -151,6 +156,7 @@ void exp_shift(float* x, int64_t n, float shift, float mul) { HWY_DYNAMIC_DISPAT
 void add_scaled(float* x, const float* y, int64_t n, float alpha) { HWY_DYNAMIC_DISPATCH(AddScaled)(x, y, n, alpha); }
 float max(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(Max)(x, n); }
 void mul(float* a, const float* t, int64_t n) { HWY_DYNAMIC_DISPATCH(Mul)(a, t, n); }
+void mul_into(const float* a, const float* t, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH(MulInto)(a, t, out, n); }
 void rank1(float* s, int64_t rows, int64_t cols, float alpha, const float* kf, const float* vx) {
   HWY_DYNAMIC_DISPATCH(Rank1)(s, rows, cols, alpha, kf, vx);
 }

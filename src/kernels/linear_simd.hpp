@@ -17,8 +17,9 @@ void exp_shift(float* x, int64_t n, float shift, float mul);
 void add_scaled(float* x, const float* y, int64_t n, float alpha);
 // max_i x[i] (-inf for n = 0; NaN when an element is NaN).
 float max(const float* x, int64_t n);
-// a = a * t.
+// a = a * t; out = a * t.
 void mul(float* a, const float* t, int64_t n);
+void mul_into(const float* a, const float* t, float* out, int64_t n);
 // s[r][c] = alpha s[r][c] + kf[r] vx[c] for s: [rows][cols] (the recurrent state update).
 void rank1(float* s, int64_t rows, int64_t cols, float alpha, const float* kf, const float* vx);
 // u[c] = sum_r qf[r] s[r][c] (a query row read through the state).

@@ -63,8 +63,9 @@ struct Definition {
         Acc norm2 = 0;
         for (Acc xc : x) norm2 += root * xc * root * xc;
         for (int64_t r = 0; r < p.features; ++r) {
+          const double* wr = w.data() + r * dk();
           Acc dot = 0;
-          for (int64_t c = 0; c < dk(); ++c) dot += static_cast<Acc>(w[static_cast<size_t>(r * dk() + c)]) * root * x[static_cast<size_t>(c)];
+          for (size_t c = 0; c < x.size(); ++c) dot += static_cast<Acc>(wr[c]) * root * x[c];
           f[static_cast<size_t>(r)] = std::exp(dot - norm2 / 2) / std::sqrt(static_cast<Acc>(p.features));
         }
         break;
@@ -90,9 +91,10 @@ struct Definition {
         const Acc root = static_cast<Acc>(std::sqrt(p.scale));
         Acc g_sum = 0;
         for (int64_t r = 0; r < p.features; ++r) {
+          const double* wr = w.data() + r * dk();
           const Acc g = df[static_cast<size_t>(r)] * f[static_cast<size_t>(r)];
           g_sum += g;
-          for (int64_t c = 0; c < dk(); ++c) dx[static_cast<size_t>(c)] += g * static_cast<Acc>(w[static_cast<size_t>(r * dk() + c)]);
+          for (size_t c = 0; c < x.size(); ++c) dx[c] += g * static_cast<Acc>(wr[c]);
         }
         for (size_t c = 0; c < x.size(); ++c) dx[c] = root * (dx[c] - g_sum * root * x[c]);
         break;
@@ -177,8 +179,10 @@ struct Definition {
           if (m.causal) add_key(i, gamma);
           const std::vector<Acc> qf = phi(row(q, b, h, i), true);
           std::vector<Acc> u(static_cast<size_t>(W), Acc(0));
-          for (int64_t r = 0; r < F; ++r)
-            for (int64_t c = 0; c < W; ++c) u[static_cast<size_t>(c)] += qf[static_cast<size_t>(r)] * S[static_cast<size_t>(r * W + c)];
+          for (int64_t r = 0; r < F; ++r) {
+            const Acc* row_r = S.data() + r * W;
+            for (size_t c = 0; c < u.size(); ++c) u[c] += qf[static_cast<size_t>(r)] * row_r[c];
+          }
           if (!normalised()) u[static_cast<size_t>(dv())] = decay_sum;
           for (int64_t c = 0; c < dv(); ++c) o.set(static_cast<double>(out(u, c)), b, h, i, c);
         }

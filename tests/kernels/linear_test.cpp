@@ -59,7 +59,8 @@ void expect_forms_match(const LinearCase& c, const LinearMethod& m, uint64_t see
   const LinearInputs in = linear_inputs(c, seed);
   const Tensor exact = run_linear_ref(in, m, RefPrecision::f64);
   const Tensor base = run_linear_ref(in, m, RefPrecision::input);
-  for (const LinearMethod& f : forms_of(m)) expect_within_rule(run_linear(in, f).view(), exact.view(), base.view(), describe(c, f));
+  for (const LinearMethod& f : forms_of(m))
+    expect_within_rule(run_linear(in, f).view(), exact.view(), base.view(), describe(c, f));
 }
 
 TEST(LinearForward, EveryFormMatchesTheDefinition) {
@@ -320,7 +321,8 @@ TEST(LinearForward, HostileNumerics) {
     m.kind = LinearKind::retention;
     m.gamma = gamma;
     const Tensor exact = run_linear_ref(clean, m, RefPrecision::f64), base = run_linear_ref(clean, m, RefPrecision::input);
-    for (const LinearMethod& f : forms_of(m)) expect_within_rule(run_linear(clean, f).view(), exact.view(), base.view(), describe(c, f));
+    for (const LinearMethod& f : forms_of(m))
+      expect_within_rule(run_linear(clean, f).view(), exact.view(), base.view(), describe(c, f));
   }
 }
 

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include <fmt/format.h>
@@ -47,11 +46,10 @@ inline Tensor run_linear_ref(const LinearInputs& in, const LinearMethod& m, RefP
 }
 
 // The tolerance rule: |got - exact| <= 2 |baseline - exact| + slack, baseline the plain
-// definition run in the input precision. Returns the bound for the message.
+// definition run in the input precision.
 inline void expect_within_rule(const TensorView& got, const TensorView& exact, const TensorView& baseline,
                                const std::string& what, double slack = 4e-7) {
   const double err = max_abs_diff(got, exact), bound = two_x_bound(baseline, exact, slack);
-  if (std::getenv("LINEAR_RATIO")) fmt::print("RATIO {:.3f} err {:.3g} base {:.3g} {}\n", err / bound, err, max_abs_diff(baseline, exact), what);
   EXPECT_LE(err, bound) << what << " (baseline error " << max_abs_diff(baseline, exact) << ")";
 }
 

@@ -29,8 +29,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <numbers>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -111,6 +115,23 @@ Tensor performer_features(const LinearMethod& m, int64_t dk) {
 namespace linear {
 namespace {
 
+// The draws of recent (seed, m, Dk): a model calls the kernel with the same ones in every
+// layer and step, and a draw costs O(m Dk^2) scalar double operations (1.5 ms of a 1.9 ms
+// call at m = 256, Dk = 64, n = 64, 8 heads).
+std::shared_ptr<const Tensor> cached_features(const LinearMethod& m, int64_t dk) {
+  static std::mutex mutex;
+  static std::map<std::tuple<uint64_t, int64_t, int64_t>, std::shared_ptr<const Tensor>> cache;
+  const auto key = std::make_tuple(m.seed, m.features, dk);
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (const auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  auto drawn = std::make_shared<const Tensor>(performer_features(m, dk));
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (cache.size() >= 64) cache.clear();
+  return cache.emplace(key, std::move(drawn)).first->second;
+}
+
 class PerformerMap final : public FeatureMap {
  public:
   PerformerMap(const LinearMethod& m, int64_t dk)
@@ -118,10 +139,10 @@ class PerformerMap final : public FeatureMap {
         scale_(static_cast<float>(linear_scale(m, dk))),
         eps_(static_cast<float>(m.eps)),
         inv_sqrt_m_(static_cast<float>(1.0 / std::sqrt(static_cast<double>(m.features)))) {
-    const Tensor w = performer_features(m, dk);
-    const float* src = static_cast<const float*>(w.data());
+    const std::shared_ptr<const Tensor> w = cached_features(m, dk);
+    const float* src = static_cast<const float*>(w->data());
     const float root = std::sqrt(scale_);
-    w_.resize(static_cast<size_t>(w.numel()));
+    w_.resize(static_cast<size_t>(w->numel()));
     for (size_t i = 0; i < w_.size(); ++i) w_[i] = root * src[i];  // W' = sqrt(scale) W, so W' x = W x'
   }
 

@@ -54,7 +54,8 @@ struct LinformerMethod {
 LinformerMethod parse_linformer_method(std::string_view spec);
 std::string linformer_method_string(const LinformerMethod& m);
 
-// e, f: f32 [P, k, n]. For kv / layerwise sharing f is empty (rank 0): F is E.
+// e, f: f32 [P, k, n]. For kv / layerwise sharing f is an empty Tensor (F is E): pass e,
+// or TensorView(), as f.
 struct LinformerProjections {
   Tensor e, f;
 };

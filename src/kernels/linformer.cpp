@@ -8,6 +8,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cassert>
 #include <charconv>
 #include <climits>
 #include <cstring>
@@ -375,15 +376,12 @@ int blas_int(int64_t x) {
 }
 
 // C [m][n] = op(A) op(B) + beta C, row-major; op(X) = X^T when trans_x. A is [m][k] before
-// op, or [k][m] with trans_a; likewise B. Called inside the items' parallel loops only.
+// op, or [k][m] with trans_a; likewise B; k >= 1. Called inside the items' parallel loops
+// only.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, F32Rows a, F32Rows b, float beta, float* c,
           int64_t ldc) {
+  assert(k > 0);
   if (m == 0 || n == 0) return;
-  if (k == 0) {
-    if (beta == 0)
-      for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
-    return;
-  }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, blas_int(m),
               blas_int(n), blas_int(k), 1.0f, a.data, blas_int(a.ld), b.data, blas_int(b.ld), beta, c, blas_int(ldc));
 }
@@ -399,6 +397,7 @@ Tensor project(const LinformerProblem& pr, const F32Input& e, const F32Input& x,
   const AttnShape& s = pr.shape;
   const int64_t k = pr.proj_len, row_blocks = blocks(k, kProjRows);
   Tensor out(DType::f32, {s.batch, s.kv_heads, k, d});
+  if (s.kv_len == 0) return out;  // a sum over no position
   auto* dst = static_cast<float*>(out.data());
 #pragma omp parallel for schedule(dynamic)
   for (int64_t item = 0; item < s.batch * s.kv_heads * row_blocks; ++item) {

@@ -17,6 +17,7 @@
 #include "attnkit/kv_quant.hpp"
 #include "attnkit/kv_size.hpp"
 #include "attnkit/linear.hpp"
+#include "attnkit/linformer.hpp"
 #include "attnkit/merge.hpp"
 #include "attnkit/npy.hpp"
 #include "attnkit/pattern.hpp"

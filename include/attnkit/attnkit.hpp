@@ -1,6 +1,6 @@
 // attnkit/attnkit.hpp — the umbrella header: every public header of the library, so one
 // include gives the whole API (attend(), its backward and its variant, patterns, tensors, KV caches and
-// decoding, sizes, RoPE, .npy files and atomic writes, version macros). Including only the
+// decoding, MLA, sizes, RoPE, .npy files and atomic writes, version macros). Including only the
 // headers you use compiles faster; tests/install checks that this list names every public
 // header. Not for: the library's internals (src/), which are not installed.
 #pragma once
@@ -16,6 +16,7 @@
 #include "attnkit/kv_quant.hpp"
 #include "attnkit/kv_size.hpp"
 #include "attnkit/merge.hpp"
+#include "attnkit/mla.hpp"
 #include "attnkit/npy.hpp"
 #include "attnkit/pattern.hpp"
 #include "attnkit/pattern_image.hpp"

@@ -212,8 +212,8 @@ class MlaCache {
 // 1 / sqrt(d_c + d_r). Any dtypes and strides for q and o.
 // Kernel: the Nq * H query rows are tiled by 128 and the keys split into blocks of 128
 // (decode's tile); each block is read once per row tile from the cache (bf16 rows widened
-// to f32 in an L2-resident buffer), S = Q~ K^T and O += P V (V = the block's first d_c
-// columns) are two cblas_sgemm calls, with decode's online-softmax step between them.
+// to f32 in an L2-resident buffer), and S = Q~ K^T, the online-softmax step and O += P V
+// (V = the block's first d_c columns) are decode's Highway kernels over its rows.
 // Blocks are grouped into chunks whose size depends only on the shapes; chunks run on
 // OpenMP threads and their partial (max, sum, O) are merged in chunk order, so the result
 // is bitwise identical for any thread count. FLOPs: 2 Nq H n (2 d_c + d_r) (mla_decode_flops);

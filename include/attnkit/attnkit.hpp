@@ -1,7 +1,7 @@
 // attnkit/attnkit.hpp — the umbrella header: every public header of the library, so one
 // include gives the whole API (attend(), its backward and its variant, linear-cost attention,
-// patterns, tensors, KV caches and decoding, sizes, RoPE, .npy files and atomic writes,
-// version macros). Including only the
+// Linformer, MLA, patterns, tensors, KV caches and decoding, sizes, RoPE, .npy files and
+// atomic writes, version macros). Including only the
 // headers you use compiles faster; tests/install checks that this list names every public
 // header. Not for: the library's internals (src/), which are not installed.
 #pragma once
@@ -19,6 +19,7 @@
 #include "attnkit/linear.hpp"
 #include "attnkit/linformer.hpp"
 #include "attnkit/merge.hpp"
+#include "attnkit/mla.hpp"
 #include "attnkit/npy.hpp"
 #include "attnkit/pattern.hpp"
 #include "attnkit/pattern_image.hpp"

@@ -33,7 +33,7 @@ TEST(CliHabits, VersionAndUnknownCommands) {
 
   r = run_cli("foo --n 3");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("unknown command 'foo'; commands are: attend, bench, convert, eval, generate, hwinfo, kv-size, pattern, receptive-field, report, train"),
+  EXPECT_NE(r.output.find("unknown command 'foo'; commands are: attend, bench, convert, eval, generate, hwinfo, kv-size, mla, pattern, receptive-field, report, train"),
             std::string::npos)
       << r.output;
   r = run_cli("");
@@ -100,6 +100,7 @@ TEST(CliHabits, JsonMeansTheSameEverywhere) {
       {"receptive-field --layers 4 --window 16", "reach"},
       {"hwinfo --budget 0.01 --dram-mib 1 -t 1", "fp32_fma_gflops"},
       {kTinyBench, "median_ms"},
+      {"mla --heads 2 --d-model 8 --d-c 6 --d-r 2 --d-nope 4 --d-v 3 --n 5 --reps 1", "forward"},
   };
   for (const auto& [cmd, key] : commands) {
     for (const char* to_stdout : {" --json -", " --json"}) {

@@ -101,8 +101,11 @@ struct MlaOptions {
   Pattern pattern;  // over the N tokens of a row of x, as attend()'s (none, causal, window...)
 };
 
-// out = MLA(x): x [B, N, d_model], positions [B, N] int64 (null: 0 .. N-1), out [B, N, H,
-// d_v] (any float dtype, any strides, distinct addresses). Throws Error naming the argument.
+// out = MLA(x): x [B, N, d_model] (B >= 1, N >= 0), positions [B, N] int64 (null: 0 .. N-1
+// in every row), out [B, N, H, d_v] (any float dtype and strides; computed in f32 and stored
+// once). The absorbed form pays in decode, not here: per token pair it does H (2 d_c + d_r)
+// attention FLOPs against the naive form's H (d_nope + d_r + d_v). Throws Error naming the
+// argument.
 void mla_forward(const MlaConfig& cfg, const MlaWeights& w, const TensorView& x, const int64_t* positions,
                  const MlaOptions& opts, const MutTensorView& out);
 

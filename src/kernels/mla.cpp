@@ -103,7 +103,8 @@ void store_f32(const MutTensorView& dst, const float* src) {
   }
   const std::vector<int64_t> s = dst.shape();
   std::vector<int64_t> idx(s.size(), 0);
-  for (int64_t i = 0; i < dst.numel(); ++i) {
+  const int64_t count = dst.numel();
+  for (int64_t i = 0; i < count; ++i) {
     int64_t off = 0;
     for (size_t d = 0; d < s.size(); ++d) off += idx[d] * dst.stride(static_cast<int>(d));
     dst.store(off, src[i]);
@@ -301,10 +302,12 @@ void mla_forward(const MlaConfig& cfg, const MlaWeights& w, const TensorView& x,
   if (rows.count() == 0) return;
   const mla::Weights32 w32(w);
   mla::Forward f = mla::run_forward(cfg, w32, rows, opts);
-  if (opts.form == MlaForm::naive) return mla::store_f32(out, f.o.data());
-  std::vector<float> result(static_cast<size_t>(rows.count() * cfg.heads * cfg.d_v));
-  mla::up_project_values(cfg, w32, f.o.data(), rows.count(), result.data());
-  mla::store_f32(out, result.data());
+  if (opts.form == MlaForm::absorbed) {  // out_h = W_UV[h] o~_h
+    std::vector<float> result(static_cast<size_t>(rows.count() * cfg.heads * cfg.d_v));
+    mla::up_project_values(cfg, w32, f.o.data(), rows.count(), result.data());
+    f.o = std::move(result);
+  }
+  mla::store_f32(out, f.o.data());
 }
 
 MlaGradients mla_backward(const MlaConfig& cfg, const MlaWeights& w, const TensorView& x, const int64_t* positions,

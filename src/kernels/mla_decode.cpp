@@ -12,10 +12,10 @@
 // then O / l per chunk, and the chunks merged by (m, l) in chunk order. The two products,
 // the softmax step and the rescale are decode's Highway kernels (decode_simd.hpp), fed with
 // the block's row pointers, so V needs nothing but a narrower width over the same rows.
-// cblas_sgemm for the two products lost at every head count but one (2 threads, bf16,
-// n_kv = 65536, best of 3 interleaved rounds, ms): H = 1 5.2 vs 5.9 here, 4 6.7 vs 6.6,
+// cblas_sgemm for the two products won only at one head (2 threads, bf16, n_kv = 65536,
+// best of 3 interleaved rounds, ms, sgemm vs these kernels): H = 1 5.2 vs 5.9, 4 6.7 vs 6.6,
 // 8 10.4 vs 9.5, 16 20.3 vs 14.8, 32 31.2 vs 25.8, 64 53.9 vs 51.0, 128 107.0 vs 96.5;
-// OpenBLAS re-packs the whole key block for every call.
+// OpenBLAS re-packs the whole key block on every call.
 #include <algorithm>
 #include <climits>
 #include <cstring>

@@ -127,10 +127,37 @@ def loglog(out, name, lines, xlabel, ylabel, title, ybase=10):
 
 
 def attention_time(r, out):
-    lines = [(f'{t["label"]} ({t["pattern"]})', [p["n"] for p in t["points"]], [p["ms"] for p in t["points"]], "o")
-             for t in r["timing"]]
+    def what(t):
+        method = t.get("method", "softmax")
+        return t["pattern"] if method == "softmax" else method
+    lines = [(f'{t["label"]} ({what(t)})', [p["n"] for p in t["points"]], [p["ms"] for p in t["points"]],
+              "o" if t.get("method", "softmax") == "softmax" else "s") for t in r["timing"]]
     loglog(out, "attention_time.png", lines, "context n (tokens)", "attention forward + backward (ms)",
            "One attention layer's training step against context")
+
+
+def performer_error(r, out):
+    a = r.get("approximation")
+    if not a:
+        return
+    pf = a["performer"]
+    ms = [p["m"] for p in pf]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.errorbar(ms, [p["mean"] for p in pf], yerr=[p["std"] for p in pf], marker="o", capsize=3,
+                label=f'Performer, mean ± std over {pf[0]["seeds"]} feature draws')
+    c = pf[0]["mean"] * math.sqrt(ms[0])
+    ax.plot(ms, [c / math.sqrt(m) for m in ms], ls="--", color="grey", label="1 / sqrt(m)")
+    for d in a["distances"]:
+        if not d["method"].startswith("performer"):
+            ax.axhline(d["relative_error"], ls=":", label=f'{d["method"]} (another function)', color="C3" if d["method"] == "linear" else "C2")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("random features m")
+    ax.set_ylabel("relative error of O against softmax attention")
+    ax.set_title(f'Distance from exact causal softmax attention (n = {a["n"]}, d = {a["head_dim"]})')
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    save(fig, out, "performer_error.png")
 
 
 def kv_bytes(r, out):
@@ -166,7 +193,7 @@ def main():
     with open(sys.argv[1], encoding="utf-8") as f:
         r = json.load(f)
     out = sys.argv[2]
-    for plot in (val_loss, pareto, passkey, attention_time, kv_bytes, streams):
+    for plot in (val_loss, pareto, passkey, attention_time, performer_error, kv_bytes, streams):
         plot(r, out)
 
 

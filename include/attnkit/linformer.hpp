@@ -59,6 +59,10 @@ std::string linformer_method_string(const LinformerMethod& m);
 struct LinformerProjections {
   Tensor e, f;
 };
+// F as the calls take it: an empty view when F is E (kv / layerwise sharing), else p.f.
+inline TensorView linformer_f(const LinformerMethod& m, const LinformerProjections& p) {
+  return m.shares_ef() ? TensorView() : p.f.view();
+}
 
 // Entries i.i.d. N(0, 1/k), the Johnson-Lindenstrauss projection of the paper's Theorem 1,
 // under which |E x|^2 equals |x|^2 in expectation. Deterministic for m.seed: normals by

@@ -13,21 +13,6 @@
 
 namespace attnkit {
 
-Kernel parse_kernel(std::string_view name) {
-  if (name == "auto") return Kernel::automatic;
-  if (name == "ref") return Kernel::ref;
-  if (name == "flash") return Kernel::flash;
-  throw Error(fmt::format("kernel '{}' is not one of auto, flash, ref", name));
-}
-
-std::string_view kernel_name(Kernel k) {
-  switch (k) {
-    case Kernel::ref: return "ref";
-    case Kernel::flash: return "flash";
-    case Kernel::automatic: break;
-  }
-  return "auto";
-}
 
 std::vector<double> alibi_slopes(int64_t heads) {
   check(heads >= 1 && heads <= 1 << 16, [&] { return fmt::format("alibi: heads ({}) must be in [1, 65536]", heads); });

@@ -1,8 +1,9 @@
-// Linformer (linformer.hpp): the method string, the seeded projections, the argument checks
+// Linformer (linformer.hpp): the seeded projections, the argument checks
 // the fast form and the reference share, and the fast form itself. The projections and
 // their gradients are plain matmuls, so they go to BLAS (K' = E K, dK = E^T dK',
 // dE = dK' K^T per head); the attention over the k projected keys is the flash kernel's
-// forward and backward, unchanged. Not for: the f64 oracle (src/ref/linformer_ref.cpp).
+// forward and backward, unchanged. Not for: the f64 oracle (src/ref/linformer_ref.cpp), the
+// method string (src/core/method.cpp).
 #include "attnkit/linformer.hpp"
 
 #include <cblas.h>
@@ -24,107 +25,6 @@
 #include "kernels/flash.hpp"
 
 namespace attnkit {
-
-namespace {
-
-constexpr const char* kSharingNames = "none, headwise, kv, layerwise";
-
-std::optional<LinformerSharing> sharing_from(std::string_view name) {
-  if (name == "none") return LinformerSharing::none;
-  if (name == "headwise") return LinformerSharing::headwise;
-  if (name == "kv") return LinformerSharing::kv;
-  if (name == "layerwise") return LinformerSharing::layerwise;
-  return std::nullopt;
-}
-
-}  // namespace
-
-LinformerSharing parse_linformer_sharing(std::string_view name) {
-  const auto s = sharing_from(name);
-  check(s.has_value(),
-        [&] { return fmt::format("sharing '{}' is not one of {}", printable(name), kSharingNames); });
-  return *s;
-}
-
-std::string_view linformer_sharing_name(LinformerSharing s) {
-  switch (s) {
-    case LinformerSharing::none: return "none";
-    case LinformerSharing::kv: return "kv";
-    case LinformerSharing::layerwise: return "layerwise";
-    case LinformerSharing::headwise: break;
-  }
-  return "headwise";
-}
-
-// ---- the method string ----
-
-namespace {
-
-constexpr std::string_view kPrefix = "linformer:";
-constexpr const char* kSyntax = "linformer:k=K[,sharing=none|headwise|kv|layerwise][,seed=S]";
-
-[[noreturn]] void bad_spec(std::string_view spec, const std::string& why) {
-  throw Error(fmt::format("linformer method '{}': {}; expected {}", printable(spec), why, kSyntax));
-}
-
-template <class T>
-T parse_integer(std::string_view spec, std::string_view key, std::string_view value) {
-  T v{};
-  const char* end = value.data() + value.size();
-  const auto [ptr, ec] = std::from_chars(value.data(), end, v);
-  // from_chars reads every digit before it reports a range error, so ptr == end tells a
-  // well-formed number that does not fit from text that is not a number at all.
-  if (ec == std::errc::result_out_of_range && ptr == end)
-    bad_spec(spec, fmt::format("{} '{}' is out of range", key, printable(value)));
-  if (value.empty() || ec != std::errc() || ptr != end)
-    bad_spec(spec, fmt::format("{} '{}' is not a non-negative integer", key, printable(value)));
-  return v;
-}
-
-}  // namespace
-
-LinformerMethod parse_linformer_method(std::string_view spec) {
-  if (!spec.starts_with(kPrefix)) bad_spec(spec, "the method must start with 'linformer:'");
-  LinformerMethod m;
-  bool seen_k = false, seen_sharing = false, seen_seed = false;
-  std::string_view rest = spec.substr(kPrefix.size());
-  for (;;) {
-    const size_t comma = rest.find(',');
-    const std::string_view item = rest.substr(0, comma);
-    const size_t eq = item.find('=');
-    if (eq == std::string_view::npos) bad_spec(spec, fmt::format("item '{}' is not key=value", printable(item)));
-    const std::string_view key = item.substr(0, eq), value = item.substr(eq + 1);
-    const auto once = [&](bool& seen) {
-      if (seen) bad_spec(spec, fmt::format("key '{}' given twice", key));
-      seen = true;
-    };
-    if (key == "k") {
-      once(seen_k);
-      m.k = parse_integer<int64_t>(spec, "k", value);
-      if (m.k < 1 || m.k > kMaxSeqLen) bad_spec(spec, fmt::format("k ({}) must be in [1, {}]", m.k, kMaxSeqLen));
-    } else if (key == "sharing") {
-      once(seen_sharing);
-      const auto s = sharing_from(value);
-      if (!s) bad_spec(spec, fmt::format("sharing '{}' is not one of {}", printable(value), kSharingNames));
-      m.sharing = *s;
-    } else if (key == "seed") {
-      once(seen_seed);
-      m.seed = parse_integer<uint64_t>(spec, "seed", value);
-    } else {
-      bad_spec(spec, fmt::format("unknown key '{}' (allowed: k, sharing, seed)", printable(key)));
-    }
-    if (comma == std::string_view::npos) break;
-    rest = rest.substr(comma + 1);
-  }
-  if (!seen_k) bad_spec(spec, "missing 'k='");
-  return m;
-}
-
-std::string linformer_method_string(const LinformerMethod& m) {
-  return fmt::format("linformer:k={},sharing={},seed={}", m.k, linformer_sharing_name(m.sharing), m.seed);
-}
-
-// ---- seeded projections ----
 
 LinformerProjections make_linformer_projections(const LinformerMethod& m, int64_t kv_heads, int64_t n) {
   check(m.k >= 1 && m.k <= kMaxSeqLen, [&] { return fmt::format("k ({}) must be in [1, {}]", m.k, kMaxSeqLen); });

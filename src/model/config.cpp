@@ -112,7 +112,30 @@ void ModelConfig::validate() const {
       return fmt::format("config.layers[{}].pattern (\"{}\") must be causal: a decoder's query may not see later keys",
                          l, printable(lc.pattern));
     });
+    const Method m = parse_layer_method(lc.method, fmt::format("config.layers[{}].method", l));
+    check(m.family == MethodFamily::softmax || p.kind() == Pattern::Kind::causal, [&] {
+      return fmt::format("config.layers[{}].pattern (\"{}\"): a {} layer attends causally to every earlier key; "
+                         "its pattern must be \"causal\"",
+                         l, printable(lc.pattern), m.name());
+    });
   }
+}
+
+Method parse_layer_method(std::string_view spec, std::string_view what) {
+  Method m;
+  try {
+    m = parse_method(spec);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", what, e.what()));
+  }
+  check(m.family != MethodFamily::linformer, [&] {
+    return fmt::format("{} (\"{}\"): Linformer projects the whole sequence, future positions included, into every "
+                       "key, so a decoder layer cannot use it",
+                       what, printable(spec));
+  });
+  // A decoder layer's linear method is causal whatever the spec says.
+  m.linear.causal = true;
+  return m;
 }
 
 int64_t ModelConfig::parameter_count() const {
@@ -133,7 +156,7 @@ ModelConfig parse_config(std::string_view text) {
   }
   check(j.is_object(), [] { return std::string("config must be a JSON object"); });
   check_known(j, {"dim", "hidden_dim", "n_layers", "n_heads", "vocab", "context", "norm_eps", "rope_base", "rope_style",
-                  "tied_head", "seed", "layers", "heads", "pattern"},
+                  "tied_head", "seed", "layers", "heads", "pattern", "method"},
               "config");
   ModelConfig c;
   c.dim = get_int(j, "dim", 1, kMaxWidth);
@@ -155,24 +178,26 @@ ModelConfig parse_config(std::string_view text) {
     c.seed = j["seed"].get<uint64_t>();
   }
   if (j.contains("layers")) {
-    check(!j.contains("heads") && !j.contains("pattern"),
-          [] { return std::string("config: give either layers or heads / pattern, not both"); });
+    check(!j.contains("heads") && !j.contains("pattern") && !j.contains("method"),
+          [] { return std::string("config: give either layers or heads / pattern / method, not both"); });
     const json& layers = j["layers"];
     check(layers.is_array() && static_cast<int64_t>(layers.size()) == c.n_layers,
           [&] { return fmt::format("config.layers must be an array of n_layers ({}) objects", c.n_layers); });
     for (size_t l = 0; l < layers.size(); ++l) {
       const std::string where = fmt::format("config.layers[{}]", l);
       check(layers[l].is_object(), [&] { return fmt::format("{} must be an object", where); });
-      check_known(layers[l], {"heads", "pattern"}, where);
+      check_known(layers[l], {"heads", "pattern", "method"}, where);
       LayerConfig lc;
       lc.kv_heads = parse_heads(get_string(layers[l], "heads", where + ".heads", "mha"), c.n_heads, where + ".heads");
       lc.pattern = get_string(layers[l], "pattern", where + ".pattern", "causal");
+      lc.method = get_string(layers[l], "method", where + ".method", "softmax");
       c.layers.push_back(lc);
     }
   } else {
     LayerConfig lc;
     lc.kv_heads = parse_heads(get_string(j, "heads", "config.heads", "mha"), c.n_heads, "config.heads");
     lc.pattern = get_string(j, "pattern", "config.pattern", "causal");
+    lc.method = get_string(j, "method", "config.method", "softmax");
     c.layers.assign(static_cast<size_t>(c.n_layers), lc);
   }
   c.validate();
@@ -187,7 +212,11 @@ std::string config_to_json(const ModelConfig& c) {
             {"rope_style", std::string(rope_style_name(c.rope.style))},
             {"tied_head", c.tied_head}, {"seed", c.seed}};
   json layers = json::array();
-  for (const LayerConfig& lc : c.layers) layers.push_back({{"heads", heads_name(lc.kv_heads, c.n_heads)}, {"pattern", lc.pattern}});
+  for (const LayerConfig& lc : c.layers) {
+    json layer = {{"heads", heads_name(lc.kv_heads, c.n_heads)}, {"pattern", lc.pattern}};
+    if (lc.method != "softmax") layer["method"] = lc.method;
+    layers.push_back(layer);
+  }
   j["layers"] = layers;
   return j.dump(2);
 }

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "attnkit/method.hpp"
 #include "attnkit/pattern.hpp"
 #include "attnkit/rope.hpp"
 
@@ -17,10 +18,14 @@ namespace attnkit::model {
 // One layer's attention. `heads` in the JSON: "mha" (kv_heads = n_heads), "mqa" (1), or
 // "gqa:G" (G KV heads, each shared by n_heads / G query heads: GQA-G as the GQA paper names
 // it). `pattern`: any causal attnkit pattern string (causal, window:L,0[,sinks=S],
-// longformer:...,causal, strided:..., fixed:...).
+// longformer:...,causal, strided:..., fixed:...). `method`: method.hpp's spec — "softmax"
+// (exact attention with the pattern), or a causal linear-cost family ("linear",
+// "performer:m=M", "retention[:gamma=G]"), whose pattern must be "causal"; Linformer is
+// refused (its projection mixes future positions into every key).
 struct LayerConfig {
   int64_t kv_heads = 0;
   std::string pattern = "causal";
+  std::string method = "softmax";
 };
 
 struct ModelConfig {
@@ -45,12 +50,18 @@ struct ModelConfig {
 
 // Fields: dim, hidden_dim, n_layers, n_heads, vocab, context (required); norm_eps,
 // rope_base, rope_style ("interleaved" | "rotate_half"), tied_head, seed, and either
-// "layers": [{"heads": "gqa:2", "pattern": "causal"}, ...] (n_layers entries) or "heads" and
-// "pattern" applied to every layer (defaults "mha", "causal"). Unknown fields are errors.
+// "layers": [{"heads": "gqa:2", "pattern": "causal", "method": "softmax"}, ...] (n_layers
+// entries) or "heads", "pattern" and "method" applied to every layer (defaults "mha",
+// "causal", "softmax"). Unknown fields are errors. config_to_json writes "method" only for
+// layers that are not softmax, so the JSON of a softmax model is what it always was.
 ModelConfig parse_config(std::string_view json_text);
 std::string config_to_json(const ModelConfig& config);  // parse_config reads it back exactly
 
 // "mha" | "mqa" | "gqa:G" for a model of n_heads query heads -> KV heads; throws Error naming `what`.
 int64_t parse_heads(std::string_view text, int64_t n_heads, std::string_view what);
+
+// A layer's method spec, parsed and checked for a decoder layer (causal; not Linformer);
+// throws Error naming `what`.
+Method parse_layer_method(std::string_view spec, std::string_view what);
 
 }  // namespace attnkit::model

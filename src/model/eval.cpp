@@ -10,6 +10,7 @@
 
 #include "attnkit/error.hpp"
 #include "attnkit/kv_size.hpp"
+#include "attnkit/layer_memory.hpp"
 #include "model/corpus.hpp"
 #include "model/generate.hpp"
 
@@ -231,15 +232,32 @@ Model with_context(const Model& model, int64_t context) {
   return m;
 }
 
+namespace {
+
+// A linear-cost layer's recurrent state, or nullopt for a layer with a token cache.
+std::optional<LinearMethod> layer_state(const ModelConfig& config, int64_t l) {
+  const Method m = parse_layer_method(config.layers[static_cast<size_t>(l)].method, "method");
+  return m.has_recurrent_state() ? std::optional<LinearMethod>(m.linear) : std::nullopt;
+}
+
+}  // namespace
+
 int64_t kv_bytes_formula(const ModelConfig& config, const KvCacheConfig& cache, int64_t tokens) {
   int64_t total = 0;
-  for (int64_t l = 0; l < config.n_layers; ++l) total += kv_size(layer_kv_config(config, cache, l, tokens)).all.total();
+  for (int64_t l = 0; l < config.n_layers; ++l) {
+    if (const auto state = layer_state(config, l))
+      total += recurrent_state_bytes(*state, 1, config.n_heads, config.layers[static_cast<size_t>(l)].kv_heads,
+                                     config.head_dim(), config.head_dim());
+    else
+      total += kv_size(layer_kv_config(config, cache, l, tokens)).all.total();
+  }
   return total;
 }
 
 double kv_bytes_per_token(const ModelConfig& config, const KvCacheConfig& cache) {
   double total = 0;
   for (int64_t l = 0; l < config.n_layers; ++l) {
+    if (layer_state(config, l)) continue;  // a recurrent state does not grow with the tokens
     KvConfig k = layer_kv_config(config, cache, l, 1);
     k.window.reset(), k.sinks = 0;
     total += kv_bytes_per_token_per_layer(k);

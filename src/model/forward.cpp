@@ -1,5 +1,6 @@
 // The decoder's training forward and backward (model.hpp): the layers of layers.hpp,
-// attention through attend() / attend_backward().
+// attention through attend() / attend_backward(), or a linear-cost layer through
+// linear_attend() / linear_attend_backward().
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 
 #include "attnkit/attention.hpp"
 #include "attnkit/backward.hpp"
+#include "attnkit/linear.hpp"
 #include "attnkit/error.hpp"
 #include "model/layers.hpp"
 #include "model/model.hpp"
@@ -79,9 +81,13 @@ double training_forward(const Model& model, const int32_t* tokens, const int32_t
     rope_forward(model.rope(), s.q.data(), a.pos.data(), n, hq);
     rope_forward(model.rope(), s.k.data(), a.pos.data(), n, hkv);
     timed(a.attention_seconds, [&] {
-      attend_into(heads_view(s.q.data(), b, t, hq, hd), heads_view(s.k.data(), b, t, hkv, hd),
-                  heads_view(s.v.data(), b, t, hkv, hd), layer_options(model, l), heads_mut(s.att.data(), b, t, hq, hd),
-                  MutTensorView(s.lse.data(), DType::f32, {b, hq, t}));
+      const TensorView q = heads_view(s.q.data(), b, t, hq, hd), k = heads_view(s.k.data(), b, t, hkv, hd);
+      const TensorView v = heads_view(s.v.data(), b, t, hkv, hd);
+      if (model.method(l).has_recurrent_state())
+        linear_attend_into(q, k, v, model.method(l).linear, heads_mut(s.att.data(), b, t, hq, hd));
+      else
+        attend_into(q, k, v, layer_options(model, l), heads_mut(s.att.data(), b, t, hq, hd),
+                    MutTensorView(s.lse.data(), DType::f32, {b, hq, t}));
     });
     s.x2 = s.x;
     linear_forward(s.x2.data(), s.att.data(), w + o.wo, n, dim, dim, 1.0f);
@@ -140,11 +146,16 @@ void training_backward(const Model& model, const int32_t* tokens, const int32_t*
     dk.assign(static_cast<size_t>(n * kv), 0.0f);
     dv.assign(static_cast<size_t>(n * kv), 0.0f);
     timed(a.attention_seconds, [&] {
-      attend_backward_into(heads_view(s.q.data(), b, t, hq, hd), heads_view(s.k.data(), b, t, hkv, hd),
-                           heads_view(s.v.data(), b, t, hkv, hd), heads_view(s.att.data(), b, t, hq, hd),
-                           TensorView(s.lse.data(), DType::f32, {b, hq, t}), heads_view(datt.data(), b, t, hq, hd),
-                           layer_options(model, l), heads_mut(dq.data(), b, t, hq, hd),
-                           heads_mut(dk.data(), b, t, hkv, hd), heads_mut(dv.data(), b, t, hkv, hd), MutTensorView{});
+      const TensorView q = heads_view(s.q.data(), b, t, hq, hd), k = heads_view(s.k.data(), b, t, hkv, hd);
+      const TensorView v = heads_view(s.v.data(), b, t, hkv, hd), d_att = heads_view(datt.data(), b, t, hq, hd);
+      const MutTensorView d_q = heads_mut(dq.data(), b, t, hq, hd), d_k = heads_mut(dk.data(), b, t, hkv, hd);
+      const MutTensorView d_v = heads_mut(dv.data(), b, t, hkv, hd);
+      if (model.method(l).has_recurrent_state())
+        linear_attend_backward_into(q, k, v, d_att, model.method(l).linear, d_q, d_k, d_v);
+      else
+        attend_backward_into(q, k, v, heads_view(s.att.data(), b, t, hq, hd),
+                             TensorView(s.lse.data(), DType::f32, {b, hq, t}), d_att, layer_options(model, l), d_q, d_k,
+                             d_v, MutTensorView{});
     });
     rope_backward(model.rope(), dq.data(), a.pos.data(), n, hq);
     rope_backward(model.rope(), dk.data(), a.pos.data(), n, hkv);

@@ -78,28 +78,42 @@ KvCacheConfig layer_cache_config(const ModelConfig& config, const KvCacheConfig&
   return c;
 }
 
-Generator::Generator(const Model& model, const KvCacheConfig& cache) : model_(model), cache_cfg_(cache) {
+namespace {
+
+// What the Generator keeps per layer: a token cache for softmax layers, a recurrent state
+// (one sequence) for linear-cost ones.
+std::vector<LayerMemorySpec> layer_specs(const Model& model, const KvCacheConfig& cache) {
   const ModelConfig& mc = model.config();
+  std::vector<LayerMemorySpec> specs;
   for (size_t l = 0; l < mc.layers.size(); ++l) {
     const LayerConfig& lc = mc.layers[l];
-    // A rolling cache holds sinks and a window, not every position: only the patterns that
-    // decode's mask expresses can read it.
-    check(cache.layout != KvLayout::rolling || decode_mask(model.pattern(static_cast<int64_t>(l))), [&] {
-      return fmt::format("--cache rolling: layer {}'s pattern (\"{}\") needs every earlier key; use contiguous or paged",
-                         l, printable(lc.pattern));
-    });
-    caches_.push_back(std::make_unique<KvCache>(layer_cache_config(mc, cache, static_cast<int64_t>(l))));
-    seqs_.push_back(caches_.back()->add_sequence());
+    const Method& m = model.method(static_cast<int64_t>(l));
+    LayerMemorySpec s;
+    if (m.has_recurrent_state()) {
+      s.state = m.linear;
+      s.batch = 1, s.q_heads = mc.n_heads, s.kv_heads = lc.kv_heads, s.dk = s.dv = mc.head_dim();
+    } else {
+      // A rolling cache holds sinks and a window, not every position: only the patterns
+      // that decode's mask expresses can read it.
+      check(cache.layout != KvLayout::rolling || decode_mask(model.pattern(static_cast<int64_t>(l))), [&] {
+        return fmt::format("--cache rolling: layer {}'s pattern (\"{}\") needs every earlier key; use contiguous or paged",
+                           l, printable(lc.pattern));
+      });
+      s.tokens = layer_cache_config(mc, cache, static_cast<int64_t>(l));
+    }
+    specs.push_back(s);
   }
+  return specs;
+}
+
+}  // namespace
+
+Generator::Generator(const Model& model, const KvCacheConfig& cache)
+    : model_(model), cache_cfg_(cache), memory_(layer_specs(model, cache)) {
+  for (int64_t l = 0; l < memory_.layers(); ++l) seqs_.push_back(memory_.is_state(l) ? -1 : memory_.cache(l).add_sequence());
 }
 
 Generator::~Generator() = default;
-
-int64_t Generator::kv_bytes() const {
-  int64_t n = 0;
-  for (const auto& c : caches_) n += c->bytes_allocated();
-  return n;
-}
 
 const std::vector<float>& Generator::feed(std::span<const int32_t> tokens) {
   const ModelConfig& mc = model_.config();
@@ -112,6 +126,57 @@ const std::vector<float>& Generator::feed(std::span<const int32_t> tokens) {
   });
   if (!tokens.empty()) forward_chunk(tokens);
   return logits_;
+}
+
+// A softmax layer's attention over its token cache: the prompt through the flash kernel
+// (the chunk attends to itself), then the chunk's K / V stored; a new token through
+// decode_attention(), or attend() over the gathered cache where decode cannot express the
+// layer's pattern. q, k, v, att: [T][H][D] rows.
+void Generator::token_attention(int64_t l, int64_t t, const std::vector<float>& q, const std::vector<float>& k,
+                                const std::vector<float>& v, std::vector<float>& att) {
+  const ModelConfig& mc = model_.config();
+  const int64_t hd = mc.head_dim(), hq = mc.n_heads, hkv = mc.layers[static_cast<size_t>(l)].kv_heads, kv = hkv * hd;
+  KvCache& cache = memory_.cache(l);
+  const int64_t seq = seqs_[static_cast<size_t>(l)];
+  const Pattern& pattern = model_.pattern(l);
+  const auto mask = decode_mask(pattern);
+  if (pos_ == 0 && t > 1) {
+    // Prefill: the chunk attends to itself with the layer's pattern (the flash kernel).
+    AttendOptions opts;
+    opts.pattern = pattern;
+    attend_into(heads_view(q.data(), 1, t, hq, hd), heads_view(k.data(), 1, t, hkv, hd), heads_view(v.data(), 1, t, hkv, hd), opts,
+                heads_mut(att.data(), 1, t, hq, hd), MutTensorView{});
+  }
+  // Store the chunk's keys and values, in pieces of at most max_append tokens.
+  const int64_t step = cache.config().layout == KvLayout::rolling ? cache.config().max_append : t;
+  for (int64_t s = 0; s < t; s += step) {
+    const int64_t c = std::min(step, t - s);
+    cache.append(seq, c);
+    cache.store(seq, 0, TensorView(k.data() + s * kv, DType::f32, {hkv, c, hd}, {hd, kv, 1}),
+                TensorView(v.data() + s * kv, DType::f32, {hkv, c, hd}, {hd, kv, 1}));
+  }
+  if (!(pos_ == 0 && t > 1)) {
+    check(t == 1, [] { return std::string("after the prompt, tokens are fed one at a time"); });
+    if (mask) {
+      DecodeOptions opts;
+      // The layer's own window; a rolling cache's window bounds what it holds, and a
+      // layer without a window sees all of that.
+      if (mask->first > 0) opts.window = mask->first, opts.sinks = mask->second;
+      const int64_t s0 = seq;
+      decode_attention(cache, 0, std::span<const int64_t>(&s0, 1), heads_view(q.data(), 1, 1, hq, hd),
+                       heads_mut(att.data(), 1, 1, hq, hd), opts);
+    } else {
+      const int64_t held = cache.sequence(seq).held;
+      std::vector<float> kk(static_cast<size_t>(hkv * held * hd)), vv(kk.size());
+      cache.gather(seq, 0, MutTensorView(kk.data(), DType::f32, {hkv, held, hd}),
+                   MutTensorView(vv.data(), DType::f32, {hkv, held, hd}));
+      AttendOptions opts;
+      opts.pattern = pattern;
+      attend_into(heads_view(q.data(), 1, 1, hq, hd), TensorView(kk.data(), DType::f32, {1, hkv, held, hd}),
+                  TensorView(vv.data(), DType::f32, {1, hkv, held, hd}), opts, heads_mut(att.data(), 1, 1, hq, hd),
+                  MutTensorView{});
+    }
+  }
 }
 
 void Generator::forward_chunk(std::span<const int32_t> tokens) {
@@ -129,8 +194,6 @@ void Generator::forward_chunk(std::span<const int32_t> tokens) {
     const LayerOffsets& o = model_.layer(l);
     const LayerConfig& lc = mc.layers[static_cast<size_t>(l)];
     const int64_t hkv = lc.kv_heads, kv = hkv * hd;
-    KvCache& cache = *caches_[static_cast<size_t>(l)];
-    const int64_t seq = seqs_[static_cast<size_t>(l)];
     std::vector<float> k(static_cast<size_t>(t * kv)), v(k.size());
     rmsnorm_forward(n.data(), rstd.data(), x.data(), w + o.rms_att, t, dim, eps);
     linear_forward(q.data(), n.data(), w + o.wq, t, dim, dim);
@@ -138,44 +201,12 @@ void Generator::forward_chunk(std::span<const int32_t> tokens) {
     linear_forward(v.data(), n.data(), w + o.wv, t, dim, kv);
     rope_forward(model_.rope(), q.data(), pos.data(), t, hq);
     rope_forward(model_.rope(), k.data(), pos.data(), t, hkv);
-    const Pattern& pattern = model_.pattern(l);
-    const auto mask = decode_mask(pattern);
-    if (pos_ == 0 && t > 1) {
-      // Prefill: the chunk attends to itself with the layer's pattern (the flash kernel).
-      AttendOptions opts;
-      opts.pattern = pattern;
-      attend_into(heads_view(q.data(), 1, t, hq, hd), heads_view(k.data(), 1, t, hkv, hd), heads_view(v.data(), 1, t, hkv, hd), opts,
-                  heads_mut(att.data(), 1, t, hq, hd), MutTensorView{});
-    }
-    // Store the chunk's keys and values, in pieces of at most max_append tokens.
-    const int64_t step = cache.config().layout == KvLayout::rolling ? cache.config().max_append : t;
-    for (int64_t s = 0; s < t; s += step) {
-      const int64_t c = std::min(step, t - s);
-      cache.append(seq, c);
-      cache.store(seq, 0, TensorView(k.data() + s * kv, DType::f32, {hkv, c, hd}, {hd, kv, 1}),
-                  TensorView(v.data() + s * kv, DType::f32, {hkv, c, hd}, {hd, kv, 1}));
-    }
-    if (!(pos_ == 0 && t > 1)) {
-      check(t == 1, [] { return std::string("after the prompt, tokens are fed one at a time"); });
-      if (mask) {
-        DecodeOptions opts;
-        // The layer's own window; a rolling cache's window bounds what it holds, and a
-        // layer without a window sees all of that.
-        if (mask->first > 0) opts.window = mask->first, opts.sinks = mask->second;
-        const int64_t s0 = seq;
-        decode_attention(cache, 0, std::span<const int64_t>(&s0, 1), heads_view(q.data(), 1, 1, hq, hd),
-                         heads_mut(att.data(), 1, 1, hq, hd), opts);
-      } else {
-        const int64_t held = cache.sequence(seq).held;
-        std::vector<float> kk(static_cast<size_t>(hkv * held * hd)), vv(kk.size());
-        cache.gather(seq, 0, MutTensorView(kk.data(), DType::f32, {hkv, held, hd}),
-                     MutTensorView(vv.data(), DType::f32, {hkv, held, hd}));
-        AttendOptions opts;
-        opts.pattern = pattern;
-        attend_into(heads_view(q.data(), 1, 1, hq, hd), TensorView(kk.data(), DType::f32, {1, hkv, held, hd}),
-                    TensorView(vv.data(), DType::f32, {1, hkv, held, hd}), opts, heads_mut(att.data(), 1, 1, hq, hd),
-                    MutTensorView{});
-      }
+    if (memory_.is_state(l)) {
+      // Prompt and new tokens alike: the state takes the chunk and gives its outputs.
+      memory_.state(l).step(heads_view(q.data(), 1, t, hq, hd), heads_view(k.data(), 1, t, hkv, hd),
+                            heads_view(v.data(), 1, t, hkv, hd), heads_mut(att.data(), 1, t, hq, hd));
+    } else {
+      token_attention(l, t, q, k, v, att);
     }
     linear_forward(x.data(), att.data(), w + o.wo, t, dim, dim, 1.0f);
     rmsnorm_forward(n.data(), rstd.data(), x.data(), w + o.rms_ffn, t, dim, eps);

@@ -4,7 +4,9 @@
 // Layers whose pattern decode cannot express (Longformer, BigBird, strided, fixed) attend
 // with attend() over the cache's gathered K / V, the query bottom-right aligned: exact,
 // at the cost of a gather per token. Keys are rotated (RoPE) before they are stored, at
-// their absolute positions. Not for: batched generation, beam search.
+// their absolute positions. A layer with a linear-cost method (linear, Performer, retention)
+// keeps a recurrent state instead of a cache (layer_memory.hpp), prompt and new tokens
+// alike through LinearState::step. Not for: batched generation, beam search.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "attnkit/kv_cache.hpp"
+#include "attnkit/layer_memory.hpp"
 #include "model/model.hpp"
 
 namespace attnkit::model {
@@ -31,8 +34,9 @@ KvCacheConfig layer_cache_config(const ModelConfig& config, const KvCacheConfig&
 
 class Generator {
  public:
-  // One cache per layer (layers may differ in KV heads), built from `cache` (its layout,
-  // storage and window; the shapes come from the model). Keeps a reference to model.
+  // One cache per softmax layer (layers may differ in KV heads), built from `cache` (its
+  // layout, storage and window; the shapes come from the model), and one recurrent state
+  // per linear-cost layer. Keeps a reference to model.
   Generator(const Model& model, const KvCacheConfig& cache);
   ~Generator();
 
@@ -40,14 +44,17 @@ class Generator {
   // first call with several tokens is the prefill; later calls usually pass one.
   const std::vector<float>& feed(std::span<const int32_t> tokens);
   int64_t position() const { return pos_; }
-  int64_t kv_bytes() const;  // bytes the caches hold (KvCache::bytes_allocated, summed)
+  int64_t kv_bytes() const { return memory_.bytes_allocated(); }  // caches and states, summed
+  const LayerMemory& memory() const { return memory_; }
 
  private:
   void forward_chunk(std::span<const int32_t> tokens);
+  void token_attention(int64_t layer, int64_t t, const std::vector<float>& q, const std::vector<float>& k,
+                       const std::vector<float>& v, std::vector<float>& att);
   const Model& model_;
   KvCacheConfig cache_cfg_;
-  std::vector<std::unique_ptr<KvCache>> caches_;
-  std::vector<int64_t> seqs_;
+  LayerMemory memory_;
+  std::vector<int64_t> seqs_;  // [layer]: the sequence of a token cache (-1 for a state)
   int64_t pos_ = 0;
   std::vector<float> logits_;
 };

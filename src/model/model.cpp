@@ -38,6 +38,7 @@ Model::Model(ModelConfig config) : config_(std::move(config)) {
     o.w3 = add(p + "w3", c.hidden_dim, c.dim, true);
     layers_.push_back(o);
     patterns_.push_back(Pattern::parse(c.layers[static_cast<size_t>(l)].pattern));
+    methods_.push_back(parse_layer_method(c.layers[static_cast<size_t>(l)].method, fmt::format("config.layers[{}].method", l)));
   }
   rms_final_ = add("norm", c.dim, 1, false);
   wcls_ = c.tied_head ? wte_ : add("output", c.vocab, c.dim, true);

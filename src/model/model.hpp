@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/method.hpp"
 #include "attnkit/pattern.hpp"
 #include "attnkit/rope.hpp"
 #include "attnkit/tensor.hpp"
@@ -55,6 +56,7 @@ class Model {
   const LayerOffsets& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
   const RopeCache& rope() const { return *rope_; }
   const Pattern& pattern(int64_t l) const { return patterns_[static_cast<size_t>(l)]; }  // parsed once
+  const Method& method(int64_t l) const { return methods_[static_cast<size_t>(l)]; }     // parsed once
 
  private:
   ModelConfig config_;
@@ -63,6 +65,7 @@ class Model {
   int64_t wte_ = 0, rms_final_ = 0, wcls_ = 0;
   std::shared_ptr<const RopeCache> rope_;
   std::vector<Pattern> patterns_;
+  std::vector<Method> methods_;
 };
 
 // A [B, H, T, D] view of the rows of a [B][T][H][D] projection: what attention reads and

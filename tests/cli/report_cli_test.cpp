@@ -60,20 +60,22 @@ TEST(ReportCli, QuickReportOnATinyBudget) {
   EXPECT_NE(r.output.find("report: " + d + "/out/README.md"), std::string::npos) << r.output;
   const std::string md = slurp(dir / "out/README.md");
   for (const char* section : {"## Training", "## 1. MHA, GQA and MQA", "## 2. Sliding windows", "## 3. Sparse patterns",
-                              "## 4. Cache storage", "## 5. Rolling caches", "Reading:"})
+                              "## 4. Cache storage", "## 5. Rolling caches", "## 6. Linear-cost families", "Reading:"})
     EXPECT_NE(md.find(section), std::string::npos) << section << "\n" << md;
-  for (const char* png : {"val_loss.png", "pareto.png", "passkey.png", "attention_time.png", "kv_bytes.png", "stream.png"}) {
+  for (const char* png : {"val_loss.png", "pareto.png", "passkey.png", "attention_time.png", "performer_error.png",
+                          "kv_bytes.png", "stream.png"}) {
     const std::string bytes = slurp(dir / "out" / png);
     ASSERT_GT(bytes.size(), 1000u) << png;
     EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8)) << png;
     EXPECT_NE(md.find(std::string("](") + png + ")"), std::string::npos) << png;
   }
   const nlohmann::json res = nlohmann::json::parse(slurp(dir / "out/results.json"));
-  ASSERT_EQ(res["variants"].size(), 10u);
+  ASSERT_EQ(res["variants"].size(), 13u);  // 10 softmax variants and the linear, Performer and retention stacks
   for (const auto& v : res["variants"]) {
     EXPECT_FALSE(v["train"]["cached"].get<bool>()) << v["name"];
     EXPECT_TRUE(v["train"]["finite"].get<bool>()) << v["name"];
-    // Every cache's bytes: allocated as the formulas say (int4 keeps spare residual slots).
+    // Every cache's bytes, recurrent states' included: allocated as the formulas say (int4
+    // keeps spare residual slots).
     for (const auto& c : v["caches"]) {
       if (c["kv_dtype"] == "int4") continue;
       EXPECT_EQ(c["speed_and_memory"]["kv_bytes_allocated"], c["speed_and_memory"]["kv_bytes_formula"]) << c["cache"];
@@ -86,6 +88,9 @@ TEST(ReportCli, QuickReportOnATinyBudget) {
   const nlohmann::json again = nlohmann::json::parse(slurp(dir / "out/results.json"));
   for (const auto& v : again["variants"]) EXPECT_TRUE(v["train"]["cached"].get<bool>()) << v["name"];
   EXPECT_EQ(again["variants"][0]["caches"][0]["perplexity"], res["variants"][0]["caches"][0]["perplexity"]);
+  // Performer's distance from softmax attention falls as its features grow.
+  const auto& pf = res["approximation"]["performer"];
+  EXPECT_LT(pf.back()["mean"].get<double>(), pf.front()["mean"].get<double>());
 
   // eval on a cached model: text and JSON.
   std::string model;

@@ -105,6 +105,11 @@ TEST(ModelGradient, SparsePatterns) {
       R"("layers": [{"pattern": "longformer:w=2,global=0,causal"}, {"pattern": "strided:stride=3"}])"));
 }
 
+TEST(ModelGradient, LinearCostLayers) {
+  expect_gradient_matches(tiny(R"("layers": [{"method": "linear"}, {"heads": "gqa:2", "method": "retention"}])"));
+  expect_gradient_matches(tiny(R"("layers": [{"heads": "mqa", "method": "performer:m=8,seed=2"}, {"heads": "mha"}])", false));
+}
+
 std::vector<double> train_losses(const ModelConfig& c, int steps) {
   Model m(c);
   m.init_weights();

@@ -4,6 +4,7 @@
 // existing file. Not for: timing (attnkit bench) or formats other than .npy.
 #include <cmath>
 #include <deque>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 #include "attnkit/atomic_file.hpp"
 #include "attnkit/attention.hpp"
 #include "attnkit/backward.hpp"
+#include "attnkit/method.hpp"
 #include "attnkit/npy.hpp"
 #include "command.hpp"
 #include "options.hpp"
@@ -21,6 +23,7 @@ namespace {
 struct AttendArgs {
   std::string q, k, v, out, lse, pattern = "none", kernel = "auto", alibi, out_dtype = "f32", scale;
   std::string grad_out, dq, dk, dv, dsink, sink_logits;
+  std::string method = "softmax", e, f, de, df;  // a linear-cost method; Linformer's projections
   double softcap = 0;
   int threads = 0;
 };
@@ -75,9 +78,121 @@ std::string label(std::string_view flag, const std::string& path) {
   return fmt::format("{} ({})", flag, printable(path, 240));
 }
 
+// A linear-cost method (method.hpp): the same files in and out, no LSE (there is no
+// softmax), causal from --pattern causal, Linformer's E / F from --e / --f or its seed.
+int run_method(const AttendArgs& a, Method method) {
+  check(a.pattern == "none" || a.pattern == "causal", [&] {
+    return fmt::format("--pattern (\"{}\"): --method {} takes none or causal", printable(a.pattern), method.name());
+  });
+  const bool causal = a.pattern == "causal";
+  method.linear.causal = causal, method.linformer.causal = causal;
+  for (auto [given, flag] : {std::pair<bool, const char*>{!a.lse.empty(), "--lse"}, {a.softcap != 0, "--softcap"},
+                             {!a.alibi.empty(), "--alibi"}, {!a.sink_logits.empty(), "--sink-logits"},
+                             {!a.dsink.empty(), "--dsink"}})
+    check(!given, [&] { return fmt::format("{} is a softmax option; --method {} has none", flag, method.name()); });
+  const bool linformer = method.family == MethodFamily::linformer;
+  check(linformer || (a.e.empty() && a.f.empty() && a.de.empty() && a.df.empty()),
+        [] { return std::string("--e/--f/--de/--df are Linformer's projections; give them with --method linformer:..."); });
+  check(a.kernel == "auto" || a.kernel == "ref",
+        [&] { return fmt::format("--kernel ({}): --method {} takes auto or ref", printable(a.kernel), method.name()); });
+  const Kernel kernel = parse_kernel(a.kernel);
+  method.linear.kernel = kernel, method.linformer.kernel = kernel;
+  if (!a.scale.empty()) {
+    check(method.family == MethodFamily::linear && method.linear.kind != LinearKind::linear, [&] {
+      return fmt::format("--scale: --method {} has no scale (linear elu+1 normalises it away; Linformer uses 1/sqrt(Dk))",
+                         method.name());
+    });
+    method.linear.scale = parse_scale(a.scale);
+  }
+  check_choice("--out-dtype", a.out_dtype, {"f32", "f64", "f16"});
+  const DType o_dtype = parse_dtype(a.out_dtype);
+  const bool backward = !a.grad_out.empty();
+  check(backward || (a.dq.empty() && a.dk.empty() && a.dv.empty() && a.de.empty() && a.df.empty()),
+        [] { return std::string("--dq/--dk/--dv/--de/--df need --grad-out (the gradient dLoss/dO, .npy like --out)"); });
+  check(!backward || !(a.dq.empty() && a.dk.empty() && a.dv.empty() && a.de.empty() && a.df.empty()),
+        [] { return std::string("--grad-out: give at least one of --dq, --dk, --dv (--de, --df) to write"); });
+  const std::vector<OutputPath> outputs = {{a.out, "--out"}, {a.dq, "--dq"}, {a.dk, "--dk"},
+                                           {a.dv, "--dv"},   {a.de, "--de"}, {a.df, "--df"}};
+  check_outputs(outputs);
+
+  const Tensor q = read_npy(a.q, "--q"), k = read_npy(a.k, "--k"), v = read_npy(a.v, "--v");
+  for (auto [t, flag, path] : {std::tuple<const Tensor*, const char*, const std::string*>{&q, "--q", &a.q},
+                               {&k, "--k", &a.k}, {&v, "--v", &a.v}})
+    check(t->shape().size() == 4 && t->shape()[2] > 0,
+          [&] { return fmt::format("{}: shape {} must be [B, H, N, D] with N >= 1", label(flag, *path), t->view().shape_string()); });
+  LinformerProjections proj;
+  check(!linformer || !method.linformer.shares_ef() || (a.f.empty() && a.df.empty()), [&] {
+    return fmt::format("--f/--df: with sharing={} F is E; give --e (and --de, which receives dE + dF)",
+                       linformer_sharing_name(method.linformer.sharing));
+  });
+  if (linformer) {
+    const int64_t hkv = k.shape()[1], n = k.shape()[2];
+    proj = make_linformer_projections(method.linformer, hkv, n);
+    for (auto [path, flag, t] : {std::tuple<const std::string*, const char*, Tensor*>{&a.e, "--e", &proj.e},
+                                 {&a.f, "--f", &proj.f}}) {
+      if (path->empty()) continue;
+      *t = read_npy(*path, flag);
+      check(t->shape().size() == 3 && t->shape()[1] == method.linformer.k && t->shape()[2] == n, [&] {
+        return fmt::format("{}: shape {} must be [P, k = {}, N = {}]: the projection spans the whole sequence",
+                           label(flag, *path), t->view().shape_string(), method.linformer.k, n);
+      });
+    }
+  }
+  Tensor d_o;
+  if (backward) d_o = read_npy(a.grad_out, "--grad-out");
+  const std::vector<int64_t> o_shape = {q.shape()[0], q.shape()[1], q.shape()[2], v.shape()[3]};
+  check(!backward || d_o.shape() == o_shape, [&] {
+    return fmt::format("{}: shape {} must be O's [B, Hq, N, Dv] = [{}]", label("--grad-out", a.grad_out),
+                       d_o.view().shape_string(), fmt::join(o_shape, ", "));
+  });
+  Tensor o(DType::f32, o_shape);
+  const auto with_files = [&](auto&& f) {  // the library names q/k/v; the user knows the files
+    try {
+      f();
+    } catch (const Error& e) {
+      throw Error(fmt::format("--q/--k/--v ({}, {}, {}): {}", printable(a.q, 240), printable(a.k, 240),
+                              printable(a.v, 240), e.what()));
+    }
+  };
+  with_files([&] {
+    if (linformer)
+      linformer_attend_into(q.view(), k.view(), v.view(), proj.e.view(), linformer_f(method.linformer, proj), method.linformer, o.mut());
+    else
+      linear_attend_into(q.view(), k.view(), v.view(), method.linear, o.mut());
+  });
+  Tensor dq(DType::f32, q.shape()), dk(DType::f32, k.shape()), dv(DType::f32, v.shape()), de, df;
+  if (backward) {
+    if (linformer) {
+      de = Tensor(DType::f32, proj.e.shape());
+      if (!method.linformer.shares_ef()) df = Tensor(DType::f32, proj.f.shape());
+    }
+    with_files([&] {
+      if (linformer)
+        linformer_attend_backward_into(q.view(), k.view(), v.view(), proj.e.view(), linformer_f(method.linformer, proj), d_o.view(),
+                                       method.linformer, dq.mut(), dk.mut(), dv.mut(), de.mut(), method.linformer.shares_ef() ? MutTensorView() : df.mut());
+      else
+        linear_attend_backward_into(q.view(), k.view(), v.view(), d_o.view(), method.linear, dq.mut(), dk.mut(), dv.mut());
+    });
+  }
+  std::deque<AtomicFile> files;  // every file is complete before any is renamed into place
+  for (auto [path, flag, t] : {std::tuple<const std::string*, const char*, const Tensor*>{&a.out, "--out", &o},
+                               {&a.dq, "--dq", &dq}, {&a.dk, "--dk", &dk}, {&a.dv, "--dv", &dv},
+                               {&a.de, "--de", &de}, {&a.df, "--df", &df}}) {
+    if (path->empty()) continue;
+    files.emplace_back(*path, label(flag, *path));
+    write_npy(files.back(), t->to(o_dtype).view());
+  }
+  for (AtomicFile& file : files) file.commit();
+  fmt::print("attend: method={} {} -> {} {}{}\n", method.to_string(), causal ? "causal" : "non-causal",
+             printable(a.out, 240), o.view().shape_string(), backward ? " + gradients" : "");
+  return 0;
+}
+
 int run(const AttendArgs& a) {
   // Every option and both outputs are checked before the inputs are read.
   apply_threads(a.threads);
+  const Method method = parse_option("--method", a.method, [](const std::string& t) { return parse_method(t); });
+  if (method.family != MethodFamily::softmax) return run_method(a, method);
   AttendOptions opts;
   opts.pattern = parse_option("--pattern", a.pattern, [](const std::string& t) { return Pattern::parse(t); });
   opts.scale = parse_scale(a.scale);
@@ -191,6 +306,14 @@ ATTNKIT_COMMAND("attend", "Attention over .npy inputs Q [B,Hq,Nq,Dqk], K [B,Hkv,
                   sub.add_option("--dv", a->dv, "with --grad-out: write dV .npy [B, Hkv, Nkv, Dv]");
                   sub.add_option("--dsink", a->dsink, "with --grad-out and --sink-logits: write dsink .npy [Hq]");
                   sub.add_option("--kernel", a->kernel, "auto (flash) | flash | ref (the f64 oracle)")->capture_default_str();
+                  sub.add_option("--method", a->method,
+                                 "softmax | linear[:eps=E] | performer[:m=M,seed=S] | retention[:gamma=G] | "
+                                 "linformer:k=K[,sharing=none|headwise|kv|layerwise,seed=S] (docs/linear.md)")
+                      ->capture_default_str();
+                  sub.add_option("--e", a->e, "--method linformer: E .npy [P, k, N] (default: drawn from its seed)");
+                  sub.add_option("--f", a->f, "--method linformer: F .npy [P, k, N] (default: drawn from its seed)");
+                  sub.add_option("--de", a->de, "--method linformer with --grad-out: write dE .npy");
+                  sub.add_option("--df", a->df, "--method linformer with --grad-out: write dF .npy");
                   sub.add_option("--out-dtype", a->out_dtype, "f32 | f64 | f16")->capture_default_str();
                   add_threads(sub, a->threads);
                   sub.footer(kCausalNote);

@@ -28,6 +28,7 @@
 #include "attnkit/hwinfo.hpp"
 #include "attnkit/kv_size.hpp"
 #include "bench_decode.hpp"
+#include "bench_method.hpp"
 #include "command.hpp"
 #include "kv_report.hpp"
 #include "options.hpp"
@@ -100,6 +101,7 @@ struct BenchArgs {
   bool decode = false;
   bool backward = false;
   DecodeBenchArgs dec;
+  MethodBenchArgs method;  // --method: a linear-cost method against flash over n
   std::function<bool(const char*)> given;  // whether an option was on the command line
 };
 
@@ -422,7 +424,28 @@ int run(const BenchArgs& a) {
   nlohmann::json records;
   std::FILE* json_stream = stdout;
   check(!(a.decode && a.backward), [] { return std::string("--decode and --backward: give one or the other"); });
-  if (a.decode) {
+  check(!(a.decode && !a.method.methods.empty()), [] { return std::string("--decode and --method: give one or the other"); });
+  if (!a.method.methods.empty()) {
+    MethodBenchArgs m = a.method;
+    m.quick = a.quick, m.no_peak = a.no_peak, m.reps = a.reps, m.backward = a.backward;
+    // The sweep's defaults (B = 1, 8 heads, d = 64) unless given; causal unless --pattern none
+    // (Linformer: non-causal unless --pattern causal, which it refuses).
+    if (a.given("--batch")) m.batch = a.batch;
+    if (a.given("--q-heads")) m.q_heads = a.q_heads;
+    if (a.given("--kv-heads")) m.kv_heads = a.kv_heads;
+    if (a.given("--d")) m.d = a.d;
+    if (a.given("--n")) m.n = a.n;
+    if (a.quick && !a.given("--max-n")) m.max_n = std::min<int64_t>(m.max_n, 8192);
+    check(a.pattern.empty() || a.pattern == "none" || a.pattern == "causal", [&] {
+      return fmt::format("--pattern (\"{}\"): with --method, none or causal", printable(a.pattern));
+    });
+    const bool any_linformer = std::any_of(m.methods.begin(), m.methods.end(),
+                                           [](const std::string& spec) { return spec.rfind("linformer", 0) == 0; });
+    m.causal = a.pattern.empty() ? !any_linformer : a.pattern == "causal";
+    check_method_bench(m);
+    if (a.json.to_stdout()) json_stream = divert_stdout_to_stderr();
+    records = run_method_bench(m);
+  } else if (a.decode) {
     DecodeBenchArgs d = a.dec;
     d.quick = a.quick, d.no_peak = a.no_peak, d.reps = a.reps;
     d.kernel = a.kernel;
@@ -489,6 +512,18 @@ ATTNKIT_COMMAND("bench", "Time attention kernels on the standard sweep; print GF
                                       "memory (at most {}, a few minutes)",
                                       kMaxRollingRssTokens),
                           1, kMaxRollingRssTokens);
+                  sub.add_option("--method", a->method.methods,
+                                 "time linear-cost methods (linear | performer:m=M | retention | linformer:k=K; repeat "
+                                 "the option for several) against flash over n = --min-n .. --max-n (with --pattern "
+                                 "none: non-causal)");
+                  add_int(sub, "--min-n", a->method.min_n, "--method: shortest length of the sweep", 1, kMaxSeqLen)
+                      ->capture_default_str();
+                  add_int(sub, "--max-n", a->method.max_n, "--method: longest length of the sweep (--quick: 8192)", 1,
+                          kMaxSeqLen)
+                      ->capture_default_str();
+                  add_int(sub, "--flash-max-n", a->method.flash_max_n,
+                          "--method: time flash up to this length (its time grows as n^2)", 0, kMaxSeqLen)
+                      ->capture_default_str();
                   a->given = [&sub](const char* name) { return sub.count(name) > 0; };
                   return [a] { return run(*a); };
                 });

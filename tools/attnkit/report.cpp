@@ -27,6 +27,8 @@
 #include "attnkit/error.hpp"
 #include "attnkit/flops.hpp"
 #include "attnkit/hwinfo.hpp"
+#include "attnkit/linear.hpp"
+#include "attnkit/method.hpp"
 #include "command.hpp"
 #include "eval_json.hpp"
 #include "model/corpus.hpp"
@@ -55,6 +57,9 @@ constexpr const char* kTrainingCodeVersion = "train-3";
 // throughout; a smaller share left too few samples for retrieval to be learnt (measured).
 constexpr double kPasskeyFraction = 1.0;
 
+// The report's Performer draws 2 d random features per head (FAVOR+'s m ~ d log d at d = 32).
+constexpr int64_t kPerformerFeaturesPerDim = 2;
+
 struct Options {
   bool quick = false, no_plots = false;
   std::string out, cache_dir, corpus, config, python;
@@ -78,15 +83,16 @@ Budget make_budget(bool quick, const model::ModelConfig& base, int64_t steps) {
 }
 
 struct Variant {
-  std::string name, label, group;  // group: heads | window | sparse | probe
+  std::string name, label, group;  // group: heads | window | sparse | linear | probe
   model::ModelConfig config;
   int64_t reach = 0;               // receptive field L·w in tokens; 0 when unbounded
   std::string rolling;             // the rolling cache that matches the pattern, if any
 };
 
-model::ModelConfig uniform(model::ModelConfig c, const std::string& heads, const std::string& pattern, int64_t layers) {
+model::ModelConfig uniform(model::ModelConfig c, const std::string& heads, const std::string& pattern, int64_t layers,
+                           const std::string& method = "softmax") {
   c.n_layers = layers;
-  c.layers.assign(static_cast<size_t>(layers), {model::parse_heads(heads, c.n_heads, "heads"), pattern});
+  c.layers.assign(static_cast<size_t>(layers), {model::parse_heads(heads, c.n_heads, "heads"), pattern, method});
   c.validate();
   return c;
 }
@@ -129,6 +135,13 @@ std::vector<Variant> make_variants(const model::ModelConfig& base) {
       {"window-1layer", fmt::format("1 layer, window w={}", w1), "probe", uniform(base, "mha", fmt::format("window:{},0", w1 - 1), 1),
        w1, fmt::format("rolling:w={},sinks=0", w1)},
       {"full-1layer", "1 layer, full", "probe", uniform(base, "mha", "causal", 1), 0, ""},
+      // The linear-cost families, every layer of the stack (same heads and MLP as MHA: they
+      // add no parameters). Performer's m = 2 d features, FAVOR+'s usual ratio.
+      {"linear", "linear (elu+1)", "linear", uniform(base, "mha", "causal", layers, "linear"), 0, ""},
+      {"performer", fmt::format("Performer m={}", kPerformerFeaturesPerDim * base.head_dim()), "linear",
+       uniform(base, "mha", "causal", layers, fmt::format("performer:m={}", kPerformerFeaturesPerDim * base.head_dim())), 0,
+       ""},
+      {"retention", "retention (RetNet decays)", "linear", uniform(base, "mha", "causal", layers, "retention"), 0, ""},
   };
   return v;
 }
@@ -292,7 +305,8 @@ json evaluate_variant(const Variant& v, const model::Model& m, const Budget& b, 
 
 // One attention layer's training step (forward + backward) on random inputs, ms per call,
 // the median of three timed batches of calls.
-double time_attention(const Pattern& pattern, int64_t n, int64_t hq, int64_t hkv, int64_t d, double seconds) {
+double time_attention(const Pattern& pattern, const Method& method, int64_t n, int64_t hq, int64_t hkv, int64_t d,
+                      double seconds) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd;
   auto fill = [&](int64_t count) {
@@ -307,6 +321,14 @@ double time_attention(const Pattern& pattern, int64_t n, int64_t hq, int64_t hkv
   AttendOptions opts;
   opts.pattern = pattern;
   auto step = [&] {
+    if (method.has_recurrent_state()) {
+      linear_attend_into(qv, kv, vv, method.linear, MutTensorView(o.data(), DType::f32, {1, hq, n, d}));
+      linear_attend_backward_into(qv, kv, vv, TensorView(dout.data(), DType::f32, {1, hq, n, d}), method.linear,
+                                  MutTensorView(dq.data(), DType::f32, {1, hq, n, d}),
+                                  MutTensorView(dk.data(), DType::f32, {1, hkv, n, d}),
+                                  MutTensorView(dv.data(), DType::f32, {1, hkv, n, d}));
+      return;
+    }
     attend_into(qv, kv, vv, opts, MutTensorView(o.data(), DType::f32, {1, hq, n, d}),
                 MutTensorView(lse.data(), DType::f32, {1, hq, n}));
     attend_backward_into(qv, kv, vv, TensorView(o.data(), DType::f32, {1, hq, n, d}),
@@ -333,8 +355,10 @@ double time_attention(const Pattern& pattern, int64_t n, int64_t hq, int64_t hkv
 }
 
 // Training FLOPs of one attention step: the forward's visited-pair FLOPs (flops.hpp) times
-// 3.5, FlashAttention's count for forward + backward (the backward is 2.5 forwards).
-double step_flops(const Pattern& p, int64_t n, int64_t hq, int64_t hkv, int64_t d) {
+// 3.5, FlashAttention's count for forward + backward (the backward is 2.5 forwards); for a
+// linear-cost method its forward's FLOPs (linear_flops) times the same 3.5.
+double step_flops(const Pattern& p, const Method& m, int64_t n, int64_t hq, int64_t hkv, int64_t d) {
+  if (m.has_recurrent_state()) return 3.5 * linear_flops(m.linear, 1, hq, hkv, n, d, d);
   AttnShape shape;
   shape.q_heads = hq, shape.kv_heads = hkv, shape.q_len = n, shape.kv_len = n, shape.d_qk = d, shape.d_v = d;
   return 3.5 * count_work(shape, p.bind(n, n)).flops;
@@ -346,16 +370,18 @@ json timing(const std::vector<Variant>& vars, const Budget& b, double peak_gflop
     if (v.name == "mha-seed2" || v.group == "probe") continue;
     const model::ModelConfig& c = v.config;
     const Pattern p = Pattern::parse(c.layers[0].pattern);
+    const Method m = model::parse_layer_method(c.layers[0].method, "method");
     json points = json::array();
     for (const int64_t n : b.timing_contexts) {
-      const double ms = time_attention(p, n, c.n_heads, c.layers[0].kv_heads, c.head_dim(), b.timing_seconds);
+      const double ms = time_attention(p, m, n, c.n_heads, c.layers[0].kv_heads, c.head_dim(), b.timing_seconds);
       const BoundPattern bound = p.bind(n, n);
-      const double gflops = step_flops(p, n, c.n_heads, c.layers[0].kv_heads, c.head_dim()) / (ms * 1e6);
+      const double gflops = step_flops(p, m, n, c.n_heads, c.layers[0].kv_heads, c.head_dim()) / (ms * 1e6);
       points.push_back({{"n", n}, {"ms", ms}, {"gflops", gflops}, {"peak_fraction", gflops / peak_gflops},
                         {"visited_fraction", static_cast<double>(bound.visited_pairs()) / (double(n) * double(n))}});
       progress.add(b.timing_seconds / 0.15, fmt::format("timing {} n={}", v.name, n));
     }
-    out.push_back({{"variant", v.name}, {"label", v.label}, {"pattern", c.layers[0].pattern}, {"points", points}});
+    out.push_back({{"variant", v.name}, {"label", v.label}, {"pattern", c.layers[0].pattern},
+                   {"method", c.layers[0].method}, {"points", points}});
   }
   return out;
 }
@@ -371,7 +397,9 @@ json kv_designs(const std::vector<Variant>& vars) {
       {"MHA int8", "mha", "contiguous", "int8"},     {"MHA int4", "mha", "contiguous", "int4"},
       {find("gqa").label + " f32", "gqa", "contiguous", "f32"}, {"MQA f32", "mqa", "contiguous", "f32"},
       {"MHA paged:16 f32", "mha", "paged:16", "f32"},
-      {fmt::format("MHA rolling w={} + 4 sinks f32", w), "mha", fmt::format("rolling:w={},sinks=4", w), "f32"}};
+      {fmt::format("MHA rolling w={} + 4 sinks f32", w), "mha", fmt::format("rolling:w={},sinks=4", w), "f32"},
+      {"linear (elu+1) recurrent state", "linear", "contiguous", "f32"},
+      {find("performer").label + " recurrent state", "performer", "contiguous", "f32"}};
   json out = json::array();
   for (const auto& [label, name, cache, dtype] : designs) {
     json points = json::array();
@@ -413,7 +441,7 @@ int run(const Options& o, const std::string& command) {
     total += layer_units(v.config) * (static_cast<double>(b.steps) + 0.1 * static_cast<double>(b.windows * 8) +
                                       0.02 * static_cast<double>(b.samples * static_cast<int64_t>(b.lengths.size())) +
                                       0.2 * static_cast<double>(b.streams * 3));
-  total += 7.0 * static_cast<double>(b.timing_contexts.size()) * b.timing_seconds / 0.15;
+  total += 10.0 * static_cast<double>(b.timing_contexts.size()) * b.timing_seconds / 0.15;
   Progress progress(total);
   fmt::print(stderr, "report: {} variants, {} steps of {} x {} tokens each; models cached in {}\n", vars.size(), b.steps,
              b.batch, base.context, cache_dir);
@@ -428,7 +456,7 @@ int run(const Options& o, const std::string& command) {
     json e = evaluate_variant(v, m, b, d, test_task, progress);
     const Pattern p = Pattern::parse(v.config.layers[0].pattern);
     e["name"] = v.name, e["label"] = v.label, e["group"] = v.group, e["reach"] = v.reach;
-    e["layers"] = v.config.n_layers, e["pattern"] = v.config.layers[0].pattern;
+    e["layers"] = v.config.n_layers, e["pattern"] = v.config.layers[0].pattern, e["method"] = v.config.layers[0].method;
     e["kv_heads"] = v.config.layers[0].kv_heads, e["params"] = v.config.parameter_count();
     e["hidden_dim"] = v.config.hidden_dim;
     e["visited_fraction"] = static_cast<double>(p.bind(base.context, base.context).visited_pairs()) /
@@ -437,7 +465,8 @@ int run(const Options& o, const std::string& command) {
     // head counted once) and each layer's attention step over a training row.
     double attention_flops = 0;
     for (const auto& l : v.config.layers)
-      attention_flops += step_flops(Pattern::parse(l.pattern), base.context, v.config.n_heads, l.kv_heads, v.config.head_dim());
+      attention_flops += step_flops(Pattern::parse(l.pattern), model::parse_layer_method(l.method, "method"), base.context,
+                                    v.config.n_heads, l.kv_heads, v.config.head_dim());
     e["train_flops_per_token"] = 6.0 * static_cast<double>(v.config.parameter_count()) +
                                  attention_flops / static_cast<double>(base.context);
     if (!log.contains("peak_fp32_gflops")) log["peak_fp32_gflops"] = peak.fp32_fma_gflops, log["peak_measured_later"] = true;
@@ -455,6 +484,7 @@ int run(const Options& o, const std::string& command) {
                   {"unigram_entropy", d.unigram},
                   {"variants", variants},
                   {"timing", timing(vars, b, peak.fp32_fma_gflops, progress)},
+                  {"approximation", approximation(base.n_heads, base.head_dim(), base.context, o.quick)},
                   {"kv_designs", kv_designs(vars)}};
   progress.finish();
   results["peak_fp32_gflops"] = peak.fp32_fma_gflops;

@@ -2,6 +2,7 @@
 // results.json) and report_markdown.cpp (README.md from results.json).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -14,5 +15,10 @@ namespace attnkit::cli {
 // markdown files beside it (names, no folder), which it links.
 std::string report_markdown(const nlohmann::json& results, const std::vector<std::string>& plots,
                             const std::vector<std::string>& pages);
+
+// Each linear-cost method's distance from exact causal softmax attention on the same random
+// inputs (the model's heads, head width and context), and Performer's against its feature
+// count m over several feature draws (report_linear.cpp).
+nlohmann::json approximation(int64_t heads, int64_t head_dim, int64_t n, bool quick);
 
 }  // namespace attnkit::cli

@@ -4,9 +4,15 @@
 // Counters: GFLOP/s as linear_flops() counts the form (the backward: the products it runs,
 // about 3x the forward's), wall-clock (the kernels run on all OpenMP threads). Divide by
 // `attnkit hwinfo`'s fp32 FMA peak for the fraction.
+// The crossover against exact attention: BM_LinearCrossover runs flash's causal forward and
+// the three chunkwise methods over n = 64 ... 4096 (repeat with --benchmark_repetitions and
+// read the min aggregate on a shared machine).
 // Run: build/attnkit_bench --benchmark_filter=Linear
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+
+#include "attnkit/attention.hpp"
 #include "attnkit/linear.hpp"
 
 namespace attnkit {
@@ -36,6 +42,31 @@ void BM_LinearForward(benchmark::State& state, LinearKind kind) {
   for (auto _ : state) linear_attend_into(q.view(), k.view(), v.view(), m, o.mut());
   state.counters["GFLOP/s"] = benchmark::Counter(linear_flops(m, 1, h, h, n, d, d) * 1e-9,
                                                  benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// range: n, d, heads; kind -1 is flash's causal softmax attention.
+void BM_LinearCrossover(benchmark::State& state, int kind) {
+  const int64_t n = state.range(0), d = state.range(1), h = state.range(2);
+  const Tensor q = filled({1, h, n, d}, 0.5f), k = filled({1, h, n, d}, 0.5f), v = filled({1, h, n, d}, 1.0f);
+  Tensor o(DType::f32, {1, h, n, d}), lse(DType::f32, {1, h, n});
+  AttendOptions opts;
+  opts.pattern = Pattern::parse("causal");
+  const LinearMethod m = method(static_cast<LinearKind>(std::max(kind, 0)));
+  for (auto _ : state) {
+    if (kind < 0) {
+      attend_into(q.view(), k.view(), v.view(), opts, o.mut(), lse.mut());
+    } else {
+      linear_attend_into(q.view(), k.view(), v.view(), m, o.mut());
+    }
+  }
+}
+
+void crossover(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "d", "h"});
+  for (int64_t d : {64, 128})
+    for (int64_t n = 64; n <= 4096; n *= 2) b->Args({n, d, 8});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+  b->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
 }
 
 void BM_LinearBackward(benchmark::State& state, LinearKind kind) {
@@ -86,6 +117,10 @@ BENCHMARK_CAPTURE(BM_LinearForward, linear, LinearKind::linear)->Apply(lengths);
 BENCHMARK_CAPTURE(BM_LinearForward, retention, LinearKind::retention)->Apply(lengths);
 BENCHMARK_CAPTURE(BM_LinearForward, performer, LinearKind::performer)->Apply(lengths);
 BENCHMARK_CAPTURE(BM_LinearForward, linear_chunk, LinearKind::linear)->Apply(chunks);
+BENCHMARK_CAPTURE(BM_LinearCrossover, flash_causal, -1)->Apply(crossover);
+BENCHMARK_CAPTURE(BM_LinearCrossover, linear, static_cast<int>(LinearKind::linear))->Apply(crossover);
+BENCHMARK_CAPTURE(BM_LinearCrossover, retention, static_cast<int>(LinearKind::retention))->Apply(crossover);
+BENCHMARK_CAPTURE(BM_LinearCrossover, performer, static_cast<int>(LinearKind::performer))->Apply(crossover);
 BENCHMARK_CAPTURE(BM_LinearBackward, linear, LinearKind::linear)
     ->ArgNames({"n", "d", "h"})
     ->Args({8192, 64, 8})

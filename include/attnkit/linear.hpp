@@ -75,6 +75,7 @@ struct LinearMethod {
   // Throws Error naming the field: a feature map without a positive normaliser, m < 1,
   // gamma outside (0, 1] or of a length other than 1 or q_heads, non-causal retention,
   // eps < 0, scale < 0 or not finite, chunk outside [1, 4096], form recurrent when not causal.
+  // q_heads = 0 skips the check of gamma's length (parse_linear_method does not know it).
   void validate(int64_t q_heads) const;
 };
 

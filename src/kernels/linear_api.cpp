@@ -170,7 +170,9 @@ void LinearState::step(const TensorView& q, const TensorView& k, const TensorVie
   expect_dims(o, {s.batch, s.q_heads, s.q_len, s.d_v}, "o", "[B, Hq, T, Dv]");
   expect_distinct(o, "o");
   const bool recurrent = s.q_len == 1 || m_.form == LinearForm::recurrent;
-  linear::forward_from_state(*map_, geometry(m_, s), recurrent, q, k, v, o, state_.data(),
+  linear::Geometry g = geometry(m_, s);
+  g.chunk = std::min(g.chunk, s.q_len);  // workspaces sized for the step, not for a whole chunk
+  linear::forward_from_state(*map_, g, recurrent, q, k, v, o, state_.data(),
                              scales_.empty() ? nullptr : scales_.data(), tokens_);
   tokens_ += s.q_len;
 }

@@ -10,8 +10,8 @@
 
 #include "kernels/online_softmax-inl.h"
 
+#include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "kernels/linear_simd.hpp"
 
@@ -23,9 +23,9 @@ using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 namespace sm = ::attnkit::HWY_NAMESPACE::softmax;
 
-// Runs body(in, out, offset) over [0, n) in whole vectors; a tail of fewer than a vector's
-// lanes goes through a zero-padded copy (Highway 1.0.3 has no LoadN / StoreN, and its
-// MaskedLoad reads whole vectors on some targets), so no loop reads or writes past n.
+// out[i] = body(in[0][i], in[1][i], ...) over [0, n): whole vectors, then the tail one lane
+// at a time through a one-lane tag (no load or store past n; Highway 1.0.3 has no LoadN).
+// body(d, v) gets the tag and the loaded vectors.
 template <size_t kArrays, class Body>
 HWY_INLINE void ForVectors(int64_t n, const float* const (&in)[kArrays], float* out, const Body& body) {
   const DF d;
@@ -34,43 +34,36 @@ HWY_INLINE void ForVectors(int64_t n, const float* const (&in)[kArrays], float* 
   for (; i + N <= n; i += N) {
     VF v[kArrays];
     for (size_t a = 0; a < kArrays; ++a) v[a] = hn::LoadU(d, in[a] + i);
-    hn::StoreU(body(v), d, out + i);
+    hn::StoreU(body(d, v), d, out + i);
   }
-  if (i == n) return;
-  HWY_ALIGN float buf[kArrays][HWY_MAX_BYTES / sizeof(float)] = {};
-  VF v[kArrays];
-  for (size_t a = 0; a < kArrays; ++a) {
-    std::memcpy(buf[a], in[a] + i, static_cast<size_t>(n - i) * sizeof(float));
-    v[a] = hn::Load(d, buf[a]);
+  const hn::CappedTag<float, 1> d1;
+  for (; i < n; ++i) {
+    hn::Vec<decltype(d1)> v[kArrays];
+    for (size_t a = 0; a < kArrays; ++a) v[a] = hn::LoadU(d1, in[a] + i);
+    hn::StoreU(body(d1, v), d1, out + i);
   }
-  hn::Store(body(v), d, buf[0]);
-  std::memcpy(out + i, buf[0], static_cast<size_t>(n - i) * sizeof(float));
 }
 
 void Elu1(const float* x, float* f, int64_t n) {
-  const DF d;
-  ForVectors<1>(n, {x}, f, [&](const VF* v) {
+  ForVectors<1>(n, {x}, f, [](auto d, const auto* v) {
     return hn::IfThenElse(hn::Gt(v[0], hn::Zero(d)), hn::Add(v[0], hn::Set(d, 1.0f)), sm::Exp(d, v[0]));
   });
 }
 
 void Elu1Grad(const float* x, const float* f, const float* df, float* dx, int64_t n) {
-  const DF d;
-  ForVectors<3>(n, {x, f, df}, dx, [&](const VF* v) {
+  ForVectors<3>(n, {x, f, df}, dx, [](auto d, const auto* v) {
     return hn::IfThenElse(hn::Gt(v[0], hn::Zero(d)), v[2], hn::Mul(v[2], v[1]));
   });
 }
 
 void ExpShift(float* x, int64_t n, float shift, float mul) {
-  const DF d;
-  const VF s = hn::Set(d, shift), m = hn::Set(d, mul);
-  ForVectors<1>(n, {x}, x, [&](const VF* v) { return hn::Mul(m, sm::Exp(d, hn::Sub(v[0], s))); });
+  ForVectors<1>(n, {x}, x, [&](auto d, const auto* v) {
+    return hn::Mul(hn::Set(d, mul), sm::Exp(d, hn::Sub(v[0], hn::Set(d, shift))));
+  });
 }
 
 void AddScaled(float* x, const float* y, int64_t n, float alpha) {
-  const DF d;
-  const VF a = hn::Set(d, alpha);
-  ForVectors<2>(n, {x, y}, x, [&](const VF* v) { return hn::MulAdd(a, v[1], v[0]); });
+  ForVectors<2>(n, {x, y}, x, [&](auto d, const auto* v) { return hn::MulAdd(hn::Set(d, alpha), v[1], v[0]); });
 }
 
 float Max(const float* x, int64_t n) {
@@ -93,20 +86,25 @@ float Max(const float* x, int64_t n) {
 }
 
 void Mul(float* a, const float* t, int64_t n) {
-  ForVectors<2>(n, {a, t}, a, [&](const VF* v) { return hn::Mul(v[0], v[1]); });
+  ForVectors<2>(n, {a, t}, a, [](auto, const auto* v) { return hn::Mul(v[0], v[1]); });
 }
 
 void MulInto(const float* a, const float* t, float* out, int64_t n) {
-  ForVectors<2>(n, {a, t}, out, [&](const VF* v) { return hn::Mul(v[0], v[1]); });
+  ForVectors<2>(n, {a, t}, out, [](auto, const auto* v) { return hn::Mul(v[0], v[1]); });
 }
 
+// Row by row; the columns past the last full vector (the normaliser's, for W = Dv + 1) on
+// scalars, which for one column costs less than ForVectors' padded copy, once per row.
 void Rank1(float* s, int64_t rows, int64_t cols, float alpha, const float* kf, const float* vx) {
   const DF d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const VF a = hn::Set(d, alpha);
   for (int64_t r = 0; r < rows; ++r) {
     const VF k = hn::Set(d, kf[r]);
     float* row = s + r * cols;
-    ForVectors<2>(cols, {row, vx}, row, [&](const VF* v) { return hn::MulAdd(k, v[1], hn::Mul(a, v[0])); });
+    int64_t c = 0;
+    for (; c + N <= cols; c += N) hn::StoreU(hn::MulAdd(k, hn::LoadU(d, vx + c), hn::Mul(a, hn::LoadU(d, row + c))), d, row + c);
+    for (; c < cols; ++c) row[c] = kf[r] * vx[c] + alpha * row[c];
   }
 }
 

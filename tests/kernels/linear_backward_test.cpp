@@ -9,6 +9,8 @@
 #include <cstring>
 #include <vector>
 
+#include <hwy/targets.h>
+
 #include <gtest/gtest.h>
 
 #include "kernels/linear_testing.hpp"
@@ -125,6 +127,20 @@ TEST(LinearBackward, KernelMatchesTheReference) {
               expect_within_rule(c, method(kind, causal, hq, chunk), static_cast<uint64_t>(n * 3 + hq));
             }
     }
+}
+
+TEST(LinearBackward, EverySimdTarget) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (LinearKind kind : {LinearKind::linear, LinearKind::performer, LinearKind::retention})
+      for (bool causal : {true, false}) {
+        if (kind == LinearKind::retention && !causal) continue;
+        LinearCase c;
+        c.hq = 3, c.hkv = 1, c.n = 41, c.dk = 19, c.dv = 13;
+        expect_within_rule(c, method(kind, causal, c.hq, 16), 9);
+      }
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 TEST(LinearBackward, LongerSequencesAndHeadDims) {

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include <hwy/targets.h>
+
 #include <gtest/gtest.h>
 
 #include "kernels/linear_testing.hpp"
@@ -277,6 +279,27 @@ TEST(LinearForward, BitwiseIdenticalForAnyThreadCount) {
       for (size_t i = 1; i < outs.size(); ++i)
         EXPECT_EQ(std::memcmp(outs[0].data(), outs[i].data(), outs[0].nbytes()), 0) << linear_method_string(m);
     }
+}
+
+// The vector loops (linear_simd.cpp) on every compiled Highway target, the portable
+// baseline included: odd sizes put every loop's tail to work.
+TEST(LinearForward, EverySimdTarget) {
+  LinearCase c;
+  c.hq = 3, c.hkv = 1, c.n = 45, c.dk = 19, c.dv = 13;
+  const LinearInputs in = linear_inputs(c, 101);
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (LinearKind kind : {LinearKind::linear, LinearKind::performer, LinearKind::retention}) {
+      LinearMethod m = method(kind, true, c.hq);
+      m.features = 21;
+      m.chunk = 16;
+      const Tensor exact = run_linear_ref(in, m, RefPrecision::f64), base = run_linear_ref(in, m, RefPrecision::input);
+      for (const LinearMethod& f : forms_of(m))
+        expect_within_rule(run_linear(in, f).view(), exact.view(), base.view(),
+                           fmt::format("{} target {}", describe(c, f), hwy::TargetName(target)));
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 TEST(LinearForward, EmptySequence) {

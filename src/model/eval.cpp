@@ -191,7 +191,8 @@ std::vector<PasskeyCell> passkey_grid(const Model& model, const PasskeyTask& tas
                          mc.context + 1);
     });
     for (size_t di = 0; di < depths.size(); ++di) {
-      PasskeyCell cell{len, depths[di], samples};
+      PasskeyCell cell;
+      cell.length = len, cell.depth = depths[di], cell.samples = samples;
       std::vector<PasskeySample> batch;
       tokens.resize(static_cast<size_t>(samples * (len - 1)));
       targets.resize(tokens.size());

@@ -333,8 +333,12 @@ TEST(LinearForward, HostileNumerics) {
       for (int64_t i = 0; i < c.n; ++i) {
         // Head 0 reads the NaN key: finite before its chunk, NaN from the key on; head 1 never sees it.
         const bool finite = std::isfinite(o.view().get(0, 0, i, 0));
-        if (i < bad / 16 * 16) EXPECT_TRUE(finite) << linear_method_string(m) << " row " << i;
-        if (i >= bad) EXPECT_FALSE(finite) << linear_method_string(m) << " row " << i;
+        if (i < bad / 16 * 16) {
+          EXPECT_TRUE(finite) << linear_method_string(m) << " row " << i;
+        }
+        if (i >= bad) {
+          EXPECT_FALSE(finite) << linear_method_string(m) << " row " << i;
+        }
         EXPECT_TRUE(std::isfinite(o.view().get(0, 1, i, 0))) << linear_method_string(m) << " row " << i;
       }
     }
@@ -364,10 +368,14 @@ TEST(LinearForward, PerformerStabilisedForLargeInputs) {
       LinearMethod m = method(LinearKind::performer, causal, c.hq);
       m.eps = 0;
       const Tensor exact = run_linear_ref(in, m, RefPrecision::f64);
-      if (amp > 10) EXPECT_GT(max_abs_diff(run_linear_ref(in, m, RefPrecision::input).view(), exact.view()), 0.1);
-      for (const LinearMethod& f : forms_of(m))
-        if (amp < 10 || f.form == LinearForm::recurrent || !causal)
+      if (amp > 10) {
+        EXPECT_GT(max_abs_diff(run_linear_ref(in, m, RefPrecision::input).view(), exact.view()), 0.1);
+      }
+      for (const LinearMethod& f : forms_of(m)) {
+        if (amp < 10 || f.form == LinearForm::recurrent || !causal) {
           EXPECT_LE(max_abs_diff(run_linear(in, f).view(), exact.view()), 1e-5) << linear_method_string(f) << " amp " << amp;
+        }
+      }
     }
   }
 }

@@ -8,6 +8,7 @@
 
 #include "attnkit/backward.hpp"
 #include "attnkit/reference.hpp"
+#include "core/view_checks.hpp"
 #include "kernels/flash.hpp"
 #include "kernels/flash_bwd.hpp"
 
@@ -28,34 +29,6 @@ std::vector<double> alibi_slopes(int64_t heads) {
   for (int64_t i = 0; static_cast<int64_t>(slopes.size()) < heads; ++i) slopes.push_back(extra[static_cast<size_t>(2 * i)]);
   return slopes;
 }
-
-namespace {
-void expect_dims(const TensorView& t, std::initializer_list<int64_t> want, const char* name, const char* layout) {
-  const std::vector<int64_t> w(want);
-  check(t.rank() == static_cast<int>(w.size()) && t.shape() == w, [&] {
-    return fmt::format("{} must have shape {} = [{}], got {}", name, layout, fmt::join(w, ", "), t.shape_string());
-  });
-}
-// Outputs are written from many threads: two elements sharing an address would race.
-// Sorted by stride, each dimension's stride must step over the whole extent of the
-// smaller ones (dimensions of size 1 are free).
-void expect_no_overlap(const TensorView& t, const char* name) {
-  std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, size)
-  for (int i = 0; i < t.rank(); ++i)
-    if (t.size(i) > 1) dims.emplace_back(std::abs(t.stride(i)), t.size(i));
-  std::sort(dims.begin(), dims.end());
-  int64_t extent = 1;
-  for (const auto& [stride, size] : dims) {
-    check(stride >= extent, [&] {
-      return fmt::format("{}: strides make elements overlap (stride {} inside an extent of {}); outputs need "
-                         "distinct addresses",
-                         name, stride, extent);
-    });
-    extent = stride * (size - 1) + extent;
-  }
-}
-
-}  // namespace
 
 AttnProblem prepare_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                               const AttendOptions& opts, const MutTensorView& o, const MutTensorView& lse) {

@@ -10,36 +10,12 @@
 #include <fmt/format.h>
 
 #include "attnkit/linear.hpp"
+#include "core/view_checks.hpp"
 #include "kernels/linear_engine.hpp"
 
 namespace attnkit {
 
 namespace {
-
-// Outputs are written from many threads: two elements sharing an address would race (the
-// rule attend() applies to its outputs).
-void expect_distinct(const TensorView& t, const char* name) {
-  std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, size)
-  for (int i = 0; i < t.rank(); ++i)
-    if (t.size(i) > 1) dims.emplace_back(std::abs(t.stride(i)), t.size(i));
-  std::sort(dims.begin(), dims.end());
-  int64_t extent = 1;
-  for (const auto& [stride, size] : dims) {
-    check(stride >= extent, [&] {
-      return fmt::format("{}: strides make elements overlap (stride {} inside an extent of {}); outputs need "
-                         "distinct addresses",
-                         name, stride, extent);
-    });
-    extent = stride * (size - 1) + extent;
-  }
-}
-
-void expect_dims(const TensorView& t, std::initializer_list<int64_t> want, const char* name, const char* layout) {
-  const std::vector<int64_t> w(want);
-  check(t.rank() == static_cast<int>(w.size()) && t.shape() == w, [&] {
-    return fmt::format("{} must have shape {} = [{}], got {}", name, layout, fmt::join(w, ", "), t.shape_string());
-  });
-}
 
 linear::Geometry geometry(const LinearMethod& m, const AttnShape& s) {
   const bool performer = m.kind == LinearKind::performer, retention = m.kind == LinearKind::retention;
@@ -68,7 +44,7 @@ LinearProblem prepare_linear(const TensorView& q, const TensorView& k, const Ten
   LinearProblem p = prepare_inputs(q, k, v, m);
   const AttnShape& s = p.shape;
   expect_dims(o, {s.batch, s.q_heads, s.q_len, s.d_v}, "o", "[B, Hq, N, Dv]");
-  expect_distinct(o, "o");
+  expect_no_overlap(o, "o");
   return p;
 }
 
@@ -113,9 +89,9 @@ LinearProblem prepare_linear_backward(const TensorView& q, const TensorView& k, 
   expect_dims(dq, {s.batch, s.q_heads, s.q_len, s.d_qk}, "dq", "[B, Hq, N, Dk]");
   expect_dims(dk, {s.batch, s.kv_heads, s.kv_len, s.d_qk}, "dk", "[B, Hkv, N, Dk]");
   expect_dims(dv, {s.batch, s.kv_heads, s.kv_len, s.d_v}, "dv", "[B, Hkv, N, Dv]");
-  expect_distinct(dq, "dq");
-  expect_distinct(dk, "dk");
-  expect_distinct(dv, "dv");
+  expect_no_overlap(dq, "dq");
+  expect_no_overlap(dk, "dk");
+  expect_no_overlap(dv, "dv");
   return p;
 }
 
@@ -168,7 +144,7 @@ void LinearState::step(const TensorView& q, const TensorView& k, const TensorVie
   check(tokens_ <= kMaxSeqLen - s.q_len,
         [&] { return fmt::format("LinearState::step: more than {} tokens in one state", kMaxSeqLen); });
   expect_dims(o, {s.batch, s.q_heads, s.q_len, s.d_v}, "o", "[B, Hq, T, Dv]");
-  expect_distinct(o, "o");
+  expect_no_overlap(o, "o");
   const bool recurrent = s.q_len == 1 || m_.form == LinearForm::recurrent;
   linear::Geometry g = geometry(m_, s);
   g.chunk = std::min(g.chunk, s.q_len);  // workspaces sized for the step, not for a whole chunk

@@ -22,6 +22,7 @@
 
 #include "attnkit/backward.hpp"
 #include "attnkit/reference.hpp"
+#include "core/view_checks.hpp"
 #include "kernels/flash.hpp"
 
 namespace attnkit {
@@ -62,30 +63,6 @@ double linformer_flops(const LinformerMethod& m, int64_t b, int64_t hq, int64_t 
 // ---- argument checks ----
 
 namespace {
-
-void expect_dims(const TensorView& t, const std::vector<int64_t>& want, const char* name, const char* layout) {
-  check(t.rank() == static_cast<int>(want.size()) && t.shape() == want, [&] {
-    return fmt::format("{} must have shape {} = [{}], got {}", name, layout, fmt::join(want, ", "), t.shape_string());
-  });
-}
-
-// Outputs are written by BLAS's threads: two elements sharing an address would race.
-// Sorted by stride, each dimension must step over the whole extent of the smaller ones.
-void expect_no_overlap(const TensorView& t, const char* name) {
-  std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, size)
-  for (int i = 0; i < t.rank(); ++i)
-    if (t.size(i) > 1) dims.emplace_back(std::abs(t.stride(i)), t.size(i));
-  std::sort(dims.begin(), dims.end());
-  int64_t extent = 1;
-  for (const auto& [stride, size] : dims) {
-    check(stride >= extent, [&] {
-      return fmt::format("{}: strides make elements overlap (stride {} inside an extent of {}); outputs need "
-                         "distinct addresses",
-                         name, stride, extent);
-    });
-    extent = stride * (size - 1) + extent;
-  }
-}
 
 void expect_projection(const TensorView& t, const char* name, const LinformerMethod& m, const AttnShape& s,
                        int64_t p) {

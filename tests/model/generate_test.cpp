@@ -1,6 +1,7 @@
 // Generation: every cache layout gives the contiguous f32 cache's logits (paged bitwise,
 // rolling inside its window to rounding), prefill + decode equals the training forward's
-// logits, layers decode cannot mask fall back exactly, and sampling obeys its options.
+// logits (also with recurrent-state layers beside token caches), layers decode cannot mask
+// fall back exactly, and sampling obeys its options.
 #include "model/generate.hpp"
 
 #include <gtest/gtest.h>
@@ -72,14 +73,13 @@ TEST(Generate, QuantizedCachesStayClose) {
   }
 }
 
-TEST(Generate, PrefillAndDecodeEqualTheTrainingForward) {
-  const Model m = random_model(
-      R"("layers": [{"pattern": "longformer:w=3,global=0,causal"}, {"heads": "mqa", "pattern": "strided:stride=4"}, {}])");
-  const std::vector<int32_t> tokens = {1, 5, 9, 2, 33, 7, 0, 12, 3, 8, 8, 21, 4, 39};
+// The prompt's first `prompt` tokens in one call, the rest one by one: the last logits'
+// softmax equals the training forward's over the whole sequence.
+void expect_decode_equals_training_forward(const Model& m, const std::vector<int32_t>& tokens, size_t prompt) {
   Generator g(m, parse_cache("contiguous", "f32"));
-  g.feed(std::span<const int32_t>(tokens.data(), 6));
+  g.feed(std::span<const int32_t>(tokens.data(), prompt));
   std::vector<float> last;
-  for (size_t i = 6; i < tokens.size(); ++i) last = g.feed(std::span<const int32_t>(&tokens[i], 1));
+  for (size_t i = prompt; i < tokens.size(); ++i) last = g.feed(std::span<const int32_t>(&tokens[i], 1));
   Activations acts;
   training_forward(m, tokens.data(), tokens.data(), 1, static_cast<int64_t>(tokens.size()), acts);
   // The training forward keeps softmax(logits); compare the decoder's softmax with it.
@@ -88,6 +88,21 @@ TEST(Generate, PrefillAndDecodeEqualTheTrainingForward) {
   crossentropy_forward(loss.data(), probs.data(), last.data(), &target, 1, static_cast<int64_t>(last.size()));
   const float* expect = acts.probs.data() + (tokens.size() - 1) * last.size();
   for (size_t j = 0; j < last.size(); ++j) EXPECT_NEAR(probs[j], expect[j], 1e-5) << j;
+}
+
+TEST(Generate, PrefillAndDecodeEqualTheTrainingForward) {
+  const Model m = random_model(
+      R"("layers": [{"pattern": "longformer:w=3,global=0,causal"}, {"heads": "mqa", "pattern": "strided:stride=4"}, {}])");
+  expect_decode_equals_training_forward(m, {1, 5, 9, 2, 33, 7, 0, 12, 3, 8, 8, 21, 4, 39}, 6);
+}
+
+// A softmax layer between two recurrent-state layers: both kinds of memory in one model.
+TEST(Generate, RecurrentStatesBesideCachesEqualTheTrainingForward) {
+  const Model m = random_model(R"("layers": [{"method": "retention:gamma=0.9"}, {"heads": "gqa:2"}, {"method": "linear"}])");
+  Generator g(m, parse_cache("contiguous", "f32"));
+  EXPECT_TRUE(g.memory().is_state(0));
+  EXPECT_FALSE(g.memory().is_state(1));
+  expect_decode_equals_training_forward(m, {1, 5, 9, 2, 3, 7, 0, 12, 3, 8, 8, 11, 4, 10, 6, 2}, 5);
 }
 
 TEST(Generate, BadInputIsAnError) {

@@ -1,8 +1,7 @@
 // Linear-cost layers in the decoder (their gradient is in model_test.cpp): config parsing of
 // a layer's method and its refusals (Linformer in a decoder, a pattern beside a linear
-// method); generation through recurrent states, where prefill + decode equal the training
-// forward in a model that mixes them with a softmax layer; and decode memory that stays
-// constant in the tokens and equals the formula.
+// method); and decode memory that stays constant in the tokens and equals the formula
+// (decoding through the states is tested in generate_test.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,7 +12,6 @@
 #include "model/config.hpp"
 #include "model/eval.hpp"
 #include "model/generate.hpp"
-#include "model/layers.hpp"
 #include "model/model.hpp"
 
 namespace attnkit::model {
@@ -48,27 +46,6 @@ TEST(MethodLayers, ConfigParsesRoundTripsAndRefuses) {
   EXPECT_NE(error_of(R"("method": "linear", "pattern": "window:4,0")").find("must be \"causal\""), std::string::npos);
   EXPECT_NE(error_of(R"("method": "cosine")").find("config.layers[0].method"), std::string::npos);
   EXPECT_NE(error_of(R"("method": "retention:gamma=1.5")").find("config.layers[0].method"), std::string::npos);
-}
-
-TEST(MethodLayers, DecodeThroughStatesEqualsTheTrainingForward) {
-  // A softmax layer between two state layers: both kinds of memory in one model.
-  Model m(config(R"("layers": [{"method": "retention:gamma=0.9"}, {"heads": "gqa:2"}, {"method": "linear"}])"));
-  m.init_weights();
-  for (float& w : m.weights) w *= 6.0f;
-  const std::vector<int32_t> tokens = {1, 5, 9, 2, 3, 7, 0, 12, 3, 8, 8, 11, 4, 10, 6, 2};
-  Generator g(m, parse_cache("contiguous", "f32"));
-  EXPECT_TRUE(g.memory().is_state(0));
-  EXPECT_FALSE(g.memory().is_state(1));
-  g.feed(std::span<const int32_t>(tokens.data(), 5));
-  std::vector<float> last;
-  for (size_t i = 5; i < tokens.size(); ++i) last = g.feed(std::span<const int32_t>(&tokens[i], 1));
-  Activations acts;
-  training_forward(m, tokens.data(), tokens.data(), 1, static_cast<int64_t>(tokens.size()), acts);
-  std::vector<float> probs(last.size()), loss(1);
-  const int32_t target = 0;
-  crossentropy_forward(loss.data(), probs.data(), last.data(), &target, 1, static_cast<int64_t>(last.size()));
-  const float* expect = acts.probs.data() + (tokens.size() - 1) * last.size();
-  for (size_t j = 0; j < last.size(); ++j) EXPECT_NEAR(probs[j], expect[j], 1e-5) << j;
 }
 
 TEST(MethodLayers, StateBytesAreConstantInTokensAndEqualTheFormula) {

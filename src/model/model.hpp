@@ -102,9 +102,10 @@ struct Activations {
   std::vector<Layer> layers;
   std::vector<float> x_final, n_final, rstd_final, probs, losses;
   std::vector<int64_t> pos;  // [T]: 0..T-1
-  // Wall time inside the attention kernels (attend_into, attend_backward_into) during the
-  // last training_forward and training_backward: a measurement, not model state, so the
-  // const backward may add to it.
+  // Wall time inside the attention kernels (attend_into, attend_backward_into; for an MLA
+  // layer the whole mla_forward / mla_backward, its projections included) during the last
+  // training_forward and training_backward: a measurement, not model state, so the const
+  // backward may add to it.
   mutable double attention_seconds = 0;
 };
 

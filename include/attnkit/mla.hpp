@@ -160,6 +160,11 @@ struct MlaCacheConfig {
   int64_t width() const { return d_c + d_r; }
 };
 
+// A latent cache of this config described to kv_size.hpp, before one exists: mla_latent =
+// d_c, mla_rope = d_r, one head of d_c + d_r, batch = sequences, the given context (what
+// MlaCache::kv_config returns). Validates config.
+KvConfig mla_cache_kv_config(const MlaCacheConfig& config, int64_t context);
+
 // Per layer, per token, one row [c (d_c) ; k_r (d_r)] in the storage type; nothing else.
 // Each sequence owns one block [layer][capacity][d_c + d_r]. Appending is two steps, as for
 // KvCache: append(seq, T) makes room for T tokens, then store(seq, layer, rows) writes

@@ -1,9 +1,11 @@
-// Per-layer decoding memory: token caches beside recurrent states (layer_memory.hpp).
+// Per-layer decoding memory: token caches beside recurrent states and MLA latent caches
+// (layer_memory.hpp).
 #include "attnkit/layer_memory.hpp"
 
 #include <fmt/format.h>
 
 #include "attnkit/error.hpp"
+#include "attnkit/kv_size.hpp"
 
 namespace attnkit {
 
@@ -19,15 +21,20 @@ int64_t recurrent_state_bytes(const LinearMethod& m, int64_t batch, int64_t q_he
   return static_cast<int64_t>(sizeof(float)) * batch * heads * features * (width + (performer ? 1 : 0));
 }
 
+int64_t latent_cache_bytes(const MlaCacheConfig& config, int64_t capacity) {
+  return kv_total_bytes(mla_cache_kv_config(config, capacity));
+}
+
 LayerMemory::LayerMemory(const std::vector<LayerMemorySpec>& layers) {
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerMemorySpec& s = layers[l];
-    check(s.tokens.has_value() != s.state.has_value(), [&] {
-      return fmt::format("layers[{}]: give a token cache or a recurrent state, exactly one", l);
+    check(int{s.tokens.has_value()} + int{s.state.has_value()} + int{s.latent.has_value()} == 1, [&] {
+      return fmt::format("layers[{}]: give a token cache, a recurrent state or a latent cache, exactly one", l);
     });
     caches_.push_back(s.tokens ? std::make_unique<KvCache>(*s.tokens) : nullptr);
     states_.push_back(s.state ? std::make_unique<LinearState>(*s.state, s.batch, s.q_heads, s.kv_heads, s.dk, s.dv)
                               : nullptr);
+    latents_.push_back(s.latent ? std::make_unique<MlaCache>(*s.latent) : nullptr);
   }
 }
 
@@ -45,9 +52,16 @@ LinearState& LayerMemory::state(int64_t l) {
   return *states_[static_cast<size_t>(l)];
 }
 
+MlaCache& LayerMemory::latent(int64_t l) {
+  check(l >= 0 && l < layers() && latents_[static_cast<size_t>(l)],
+        [&] { return fmt::format("layer {} has no latent cache (of {} layers)", l, layers()); });
+  return *latents_[static_cast<size_t>(l)];
+}
+
 int64_t LayerMemory::layer_bytes(int64_t l) const {
   const size_t i = static_cast<size_t>(l);
-  return states_[i] ? states_[i]->bytes() : caches_[i]->bytes_allocated();
+  if (states_[i]) return states_[i]->bytes();
+  return latents_[i] ? latents_[i]->bytes_allocated() : caches_[i]->bytes_allocated();
 }
 
 int64_t LayerMemory::bytes_allocated() const {

@@ -154,17 +154,20 @@ int64_t MlaCache::bytes_allocated() const {
   return total;
 }
 
-KvConfig MlaCache::kv_config(int64_t context) const {
+KvConfig MlaCache::kv_config(int64_t context) const { return mla_cache_kv_config(config_, context); }
+
+KvConfig mla_cache_kv_config(const MlaCacheConfig& config, int64_t context) {
+  config.validate();
   KvConfig c;
   c.name = "mla-cache";
-  c.layers = config_.layers;
+  c.layers = config.layers;
   c.q_heads = c.kv_heads = 1;
-  c.head_dim = config_.width();
+  c.head_dim = config.width();
   c.context = context;
-  c.batch = config_.sequences;
-  c.storage = config_.storage;
-  c.mla_latent = config_.d_c;
-  c.mla_rope = config_.d_r;
+  c.batch = config.sequences;
+  c.storage = config.storage;
+  c.mla_latent = config.d_c;
+  c.mla_rope = config.d_r;
   c.validate();
   return c;
 }

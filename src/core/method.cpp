@@ -1,6 +1,6 @@
 // Every attention method's spec string, in one self-contained place (method.hpp): the
-// kernel names of attend(), linear.hpp's methods and their validation, linformer.hpp's, and
-// the dispatch between them. Parsing treats the text as hostile (model configs carry these
+// kernel names of attend(), linear.hpp's methods and their validation, linformer.hpp's, an
+// MLA layer's sizes, and the dispatch between them. Parsing treats the text as hostile (model configs carry these
 // strings), so each error names the key and the rule. Not for: computing anything.
 #include "attnkit/method.hpp"
 
@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "attnkit/error.hpp"
+#include "attnkit/shape.hpp"
 
 namespace attnkit {
 
@@ -336,6 +337,50 @@ std::string linformer_method_string(const LinformerMethod& m) {
   return fmt::format("linformer:k={},sharing={},seed={}", m.k, linformer_sharing_name(m.sharing), m.seed);
 }
 
+// ---- MLA: a model layer's latent and RoPE widths (mla.hpp) ----
+
+namespace {
+
+constexpr const char* kMlaSyntax = "mla:c=C,r=R";
+
+MlaMethod parse_mla_method(std::string_view spec) {
+  const std::string quoted = printable(spec);
+  const auto bad = [&](const std::string& why) {
+    return Error(fmt::format("mla method '{}': {}; expected {}", quoted, why, kMlaSyntax));
+  };
+  constexpr std::string_view prefix = "mla:";
+  if (!spec.starts_with(prefix)) throw bad("it needs its sizes after 'mla:'");
+  MlaMethod m;
+  bool seen_c = false, seen_r = false;
+  for (std::string_view rest = spec.substr(prefix.size());;) {
+    const size_t comma = rest.find(',');
+    const std::string_view item = rest.substr(0, comma);
+    const size_t eq = item.find('=');
+    if (eq == std::string_view::npos) throw bad(fmt::format("item '{}' is not key=value", printable(item)));
+    const std::string_view key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (key != "c" && key != "r")
+      throw bad(fmt::format("unknown key '{}' (keys: c, the latent width d_c; r, the RoPE dims d_r)", printable(key)));
+    bool& seen = key == "c" ? seen_c : seen_r;
+    if (seen) throw bad(fmt::format("key '{}' given twice", key));
+    seen = true;
+    int64_t v = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+    if (value.empty() || ec != std::errc() || end != value.data() + value.size() || v < 1 || v > kMaxHeadDim)
+      throw bad(fmt::format("{} ('{}') must be an integer in [1, {}]", key, printable(value), kMaxHeadDim));
+    (key == "c" ? m.latent : m.rope) = v;
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  if (!seen_c) throw bad("missing 'c=' (the latent width d_c)");
+  if (!seen_r) throw bad("missing 'r=' (the decoupled RoPE dims d_r)");
+  if (m.rope < 2 || m.rope % 2 != 0) throw bad(fmt::format("r ({}) must be even and >= 2: RoPE turns pairs", m.rope));
+  if (m.latent + m.rope > kMaxHeadDim)
+    throw bad(fmt::format("c + r ({} + {}) is a latent row, at most {} wide", m.latent, m.rope, kMaxHeadDim));
+  return m;
+}
+
+}  // namespace
+
 // ---- every method ----
 
 std::string Method::to_string() const {
@@ -346,6 +391,8 @@ std::string Method::to_string() const {
       return linear_method_string(linear);
     case MethodFamily::linformer:
       return linformer_method_string(linformer);
+    case MethodFamily::mla:
+      return fmt::format("mla:c={},r={}", mla.latent, mla.rope);
   }
   return "softmax";
 }
@@ -353,6 +400,7 @@ std::string Method::to_string() const {
 std::string_view Method::name() const {
   if (family == MethodFamily::softmax) return "softmax";
   if (family == MethodFamily::linformer) return "linformer";
+  if (family == MethodFamily::mla) return "mla";
   switch (linear.kind) {
     case LinearKind::linear:
       return "linear";
@@ -374,9 +422,12 @@ Method parse_method(std::string_view spec) {
   } else if (head == "linformer") {
     m.family = MethodFamily::linformer;
     m.linformer = parse_linformer_method(spec);
+  } else if (head == "mla") {
+    m.family = MethodFamily::mla;
+    m.mla = parse_mla_method(spec);
   } else {
-    throw Error(fmt::format("method \"{}\" must be softmax, linear[:...], performer[:...], retention[:...] or "
-                            "linformer:k=K[,...]",
+    throw Error(fmt::format("method \"{}\" must be softmax, linear[:...], performer[:...], retention[:...], "
+                            "linformer:k=K[,...] or mla:c=C,r=R",
                             printable(spec)));
   }
   return m;

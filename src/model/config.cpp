@@ -118,7 +118,31 @@ void ModelConfig::validate() const {
                          "its pattern must be \"causal\"",
                          l, printable(lc.pattern), m.name());
     });
+    if (m.family != MethodFamily::mla) continue;
+    check(lc.kv_heads == n_heads, [&] {
+      return fmt::format("config.layers[{}].heads: an MLA layer's heads all read one shared latent; its heads must be "
+                         "mha (kv heads {} != n_heads {})",
+                         l, lc.kv_heads, n_heads);
+    });
+    try {
+      layer_mla_config(*this, static_cast<int64_t>(l)).validate();
+    } catch (const Error& e) {
+      throw Error(fmt::format("config.layers[{}].method (\"{}\"): {}", l, printable(lc.method), e.what()));
+    }
   }
+}
+
+MlaConfig layer_mla_config(const ModelConfig& c, int64_t l) {
+  check(l >= 0 && l < static_cast<int64_t>(c.layers.size()),
+        [&] { return fmt::format("layer {} is out of range [0, {})", l, c.layers.size()); });
+  const Method m = parse_layer_method(c.layers[static_cast<size_t>(l)].method, fmt::format("config.layers[{}].method", l));
+  check(m.family == MethodFamily::mla, [&] { return fmt::format("config.layers[{}] is not an MLA layer", l); });
+  MlaConfig mc;
+  mc.heads = c.n_heads, mc.d_model = c.dim;
+  mc.d_c = m.mla.latent, mc.d_r = m.mla.rope;
+  mc.d_nope = mc.d_v = c.head_dim();
+  mc.rope = {c.rope.style, 0, c.rope.base};
+  return mc;
 }
 
 Method parse_layer_method(std::string_view spec, std::string_view what) {
@@ -140,9 +164,16 @@ Method parse_layer_method(std::string_view spec, std::string_view what) {
 
 int64_t ModelConfig::parameter_count() const {
   int64_t n = vocab * dim * (tied_head ? 1 : 2) + dim;
-  for (const LayerConfig& lc : layers) {
-    const int64_t kv = lc.kv_heads * head_dim();
-    n += 2 * dim + 2 * dim * dim + 2 * kv * dim + 3 * dim * hidden_dim;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    const LayerConfig& lc = layers[static_cast<size_t>(l)];
+    n += 2 * dim + dim * dim + 3 * dim * hidden_dim;  // norms, wo and the MLP
+    if (parse_layer_method(lc.method, "method").family == MethodFamily::mla) {
+      // w_q, w_dkv, w_kr, w_uk and w_uv (model.hpp)
+      const MlaConfig m = layer_mla_config(*this, l);
+      n += dim * m.heads * m.d_qk() + dim * (m.d_c + m.d_r) + m.heads * (m.d_nope + m.d_v) * m.d_c;
+    } else {
+      n += dim * dim + 2 * lc.kv_heads * head_dim() * dim;  // wq, wk, wv
+    }
   }
   return n;
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "attnkit/method.hpp"
+#include "attnkit/mla.hpp"
 #include "attnkit/pattern.hpp"
 #include "attnkit/rope.hpp"
 
@@ -21,7 +22,10 @@ namespace attnkit::model {
 // longformer:...,causal, strided:..., fixed:...). `method`: method.hpp's spec — "softmax"
 // (exact attention with the pattern), or a causal linear-cost family ("linear",
 // "performer:m=M", "retention[:gamma=G]"), whose pattern must be "causal"; Linformer is
-// refused (its projection mixes future positions into every key).
+// refused (its projection mixes future positions into every key). "mla:c=C,r=R" makes the
+// layer multi-head latent attention (mla.hpp) with latent d_c = C and decoupled RoPE dims
+// d_r = R; its queries and keys are head_dim + R wide, its values head_dim (d_nope = d_v =
+// head_dim), its pattern "causal" and its heads "mha" (every head reads the one latent).
 struct LayerConfig {
   int64_t kv_heads = 0;
   std::string pattern = "causal";
@@ -63,5 +67,10 @@ int64_t parse_heads(std::string_view text, int64_t n_heads, std::string_view wha
 // A layer's method spec, parsed and checked for a decoder layer (causal; not Linformer);
 // throws Error naming `what`.
 Method parse_layer_method(std::string_view spec, std::string_view what);
+
+// An MLA layer's sizes for mla.hpp: n_heads heads over d_model = dim, d_nope = d_v =
+// head_dim, d_c and d_r from its method, the model's RoPE style and base over all d_r dims,
+// the default scale 1 / sqrt(head_dim + d_r). Throws Error when layer l is not MLA.
+MlaConfig layer_mla_config(const ModelConfig& config, int64_t layer);
 
 }  // namespace attnkit::model

@@ -235,10 +235,8 @@ Model with_context(const Model& model, int64_t context) {
 
 namespace {
 
-// A linear-cost layer's recurrent state, or nullopt for a layer with a token cache.
-std::optional<LinearMethod> layer_state(const ModelConfig& config, int64_t l) {
-  const Method m = parse_layer_method(config.layers[static_cast<size_t>(l)].method, "method");
-  return m.has_recurrent_state() ? std::optional<LinearMethod>(m.linear) : std::nullopt;
+Method layer_method(const ModelConfig& config, int64_t l) {
+  return parse_layer_method(config.layers[static_cast<size_t>(l)].method, "method");
 }
 
 }  // namespace
@@ -246,8 +244,11 @@ std::optional<LinearMethod> layer_state(const ModelConfig& config, int64_t l) {
 int64_t kv_bytes_formula(const ModelConfig& config, const KvCacheConfig& cache, int64_t tokens) {
   int64_t total = 0;
   for (int64_t l = 0; l < config.n_layers; ++l) {
-    if (const auto state = layer_state(config, l))
-      total += recurrent_state_bytes(*state, 1, config.n_heads, config.layers[static_cast<size_t>(l)].kv_heads,
+    const Method m = layer_method(config, l);
+    if (m.family == MethodFamily::mla)
+      total += latent_cache_bytes(layer_latent_config(config, cache, l), tokens);
+    else if (m.has_recurrent_state())
+      total += recurrent_state_bytes(m.linear, 1, config.n_heads, config.layers[static_cast<size_t>(l)].kv_heads,
                                      config.head_dim(), config.head_dim());
     else
       total += kv_size(layer_kv_config(config, cache, l, tokens)).all.total();
@@ -258,8 +259,10 @@ int64_t kv_bytes_formula(const ModelConfig& config, const KvCacheConfig& cache, 
 double kv_bytes_per_token(const ModelConfig& config, const KvCacheConfig& cache) {
   double total = 0;
   for (int64_t l = 0; l < config.n_layers; ++l) {
-    if (layer_state(config, l)) continue;  // a recurrent state does not grow with the tokens
-    KvConfig k = layer_kv_config(config, cache, l, 1);
+    const Method m = layer_method(config, l);
+    if (m.has_recurrent_state()) continue;  // a recurrent state does not grow with the tokens
+    KvConfig k = m.family == MethodFamily::mla ? mla_cache_kv_config(layer_latent_config(config, cache, l), 1)
+                                                : layer_kv_config(config, cache, l, 1);
     k.window.reset(), k.sinks = 0;
     total += kv_bytes_per_token_per_layer(k);
   }

@@ -85,8 +85,10 @@ std::vector<PasskeyCell> passkey_grid(const Model& model, const PasskeyTask& tas
 Model with_context(const Model& model, int64_t context);
 
 // Bytes a cache of this kind holds for the model after `tokens` tokens, from kv_size.hpp's
-// formulas layer by layer (the layers may differ in KV heads); what Generator::kv_bytes()
-// must equal for f32 / bf16 / f16 / int8 and for int4 once its residual is full.
+// formulas layer by layer (the layers may differ in KV heads; a recurrent state's bytes are
+// recurrent_state_bytes, an MLA layer's latent cache kv_size's MLA figure); what
+// Generator::kv_bytes() must equal for f32 / bf16 / f16 / int8 and for int4 once its
+// residual is full.
 int64_t kv_bytes_formula(const ModelConfig& config, const KvCacheConfig& cache, int64_t tokens);
 // Steady-state bytes per cached token, all layers (kv_size's bytes_per_token_per_layer summed).
 double kv_bytes_per_token(const ModelConfig& config, const KvCacheConfig& cache);

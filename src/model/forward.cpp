@@ -1,6 +1,8 @@
 // The decoder's training forward and backward (model.hpp): the layers of layers.hpp,
-// attention through attend() / attend_backward(), or a linear-cost layer through
-// linear_attend() / linear_attend_backward().
+// attention through attend() / attend_backward(), a linear-cost layer through
+// linear_attend() / linear_attend_backward(), or an MLA layer through mla_forward() /
+// mla_backward() (naive form: per token pair it costs H (2 head_dim + d_r) FLOPs against
+// the absorbed form's H (2 d_c + d_r), and training has no cache to save).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include "attnkit/backward.hpp"
 #include "attnkit/linear.hpp"
 #include "attnkit/error.hpp"
+#include "attnkit/mla.hpp"
 #include "model/layers.hpp"
 #include "model/model.hpp"
 
@@ -24,6 +27,19 @@ AttendOptions layer_options(const Model& model, int64_t l) {
 }
 
 void resize(std::vector<float>& v, int64_t n) { v.assign(static_cast<size_t>(n), 0.0f); }
+
+MlaOptions mla_options(const Model& model, int64_t l) {
+  MlaOptions opts;
+  opts.form = MlaForm::naive;
+  opts.pattern = model.pattern(l);
+  return opts;
+}
+
+// dst[i] += t's f32 elements (a contiguous gradient from mla_backward).
+void accumulate(float* dst, const Tensor& t) {
+  const float* src = static_cast<const float*>(t.data());
+  for (int64_t i = 0; i < t.numel(); ++i) dst[i] += src[i];
+}
 
 // Runs f and adds its wall time to `seconds`.
 template <class F>
@@ -52,10 +68,12 @@ double training_forward(const Model& model, const int32_t* tokens, const int32_t
     a.layers.assign(static_cast<size_t>(c.n_layers), {});
     for (int64_t l = 0; l < c.n_layers; ++l) {
       auto& s = a.layers[static_cast<size_t>(l)];
-      const int64_t kv = c.layers[static_cast<size_t>(l)].kv_heads * hd;
+      // An MLA layer keeps no q, k, v or LSE: mla_backward recomputes its own.
+      const bool mla = model.is_mla(l);
+      const int64_t kv = mla ? 0 : c.layers[static_cast<size_t>(l)].kv_heads * hd;
       for (auto* v : {&s.x, &s.n1, &s.att, &s.x2, &s.n2}) resize(*v, n * dim);
       for (auto* v : {&s.rstd1, &s.rstd2}) resize(*v, n);
-      resize(s.q, n * dim), resize(s.k, n * kv), resize(s.v, n * kv), resize(s.lse, b * hq * t);
+      resize(s.q, mla ? 0 : n * dim), resize(s.k, n * kv), resize(s.v, n * kv), resize(s.lse, mla ? 0 : b * hq * t);
       for (auto* v : {&s.h1, &s.h3, &s.g}) resize(*v, n * hidden);
     }
     resize(a.x_final, n * dim), resize(a.n_final, n * dim), resize(a.rstd_final, n);
@@ -75,20 +93,28 @@ double training_forward(const Model& model, const int32_t* tokens, const int32_t
     const int64_t hkv = lc.kv_heads, kv = hkv * hd;
     s.x = x;
     rmsnorm_forward(s.n1.data(), s.rstd1.data(), s.x.data(), w + o.rms_att, n, dim, eps);
-    linear_forward(s.q.data(), s.n1.data(), w + o.wq, n, dim, dim);
-    linear_forward(s.k.data(), s.n1.data(), w + o.wk, n, dim, kv);
-    linear_forward(s.v.data(), s.n1.data(), w + o.wv, n, dim, kv);
-    rope_forward(model.rope(), s.q.data(), a.pos.data(), n, hq);
-    rope_forward(model.rope(), s.k.data(), a.pos.data(), n, hkv);
-    timed(a.attention_seconds, [&] {
-      const TensorView q = heads_view(s.q.data(), b, t, hq, hd), k = heads_view(s.k.data(), b, t, hkv, hd);
-      const TensorView v = heads_view(s.v.data(), b, t, hkv, hd);
-      if (model.method(l).has_recurrent_state())
-        linear_attend_into(q, k, v, model.method(l).linear, heads_mut(s.att.data(), b, t, hq, hd));
-      else
-        attend_into(q, k, v, layer_options(model, l), heads_mut(s.att.data(), b, t, hq, hd),
-                    MutTensorView(s.lse.data(), DType::f32, {b, hq, t}));
-    });
+    if (model.is_mla(l)) {
+      // n1: [B, T, dim] -> att: [B, T, H, head_dim]; positions 0..T-1 in every row (null).
+      timed(a.attention_seconds, [&] {
+        mla_forward(model.mla(l), model.mla_weights(l), TensorView(s.n1.data(), DType::f32, {b, t, dim}), nullptr,
+                    mla_options(model, l), MutTensorView(s.att.data(), DType::f32, {b, t, hq, hd}));
+      });
+    } else {
+      linear_forward(s.q.data(), s.n1.data(), w + o.wq, n, dim, dim);
+      linear_forward(s.k.data(), s.n1.data(), w + o.wk, n, dim, kv);
+      linear_forward(s.v.data(), s.n1.data(), w + o.wv, n, dim, kv);
+      rope_forward(model.rope(), s.q.data(), a.pos.data(), n, hq);
+      rope_forward(model.rope(), s.k.data(), a.pos.data(), n, hkv);
+      timed(a.attention_seconds, [&] {
+        const TensorView q = heads_view(s.q.data(), b, t, hq, hd), k = heads_view(s.k.data(), b, t, hkv, hd);
+        const TensorView v = heads_view(s.v.data(), b, t, hkv, hd);
+        if (model.method(l).has_recurrent_state())
+          linear_attend_into(q, k, v, model.method(l).linear, heads_mut(s.att.data(), b, t, hq, hd));
+        else
+          attend_into(q, k, v, layer_options(model, l), heads_mut(s.att.data(), b, t, hq, hd),
+                      MutTensorView(s.lse.data(), DType::f32, {b, hq, t}));
+      });
+    }
     s.x2 = s.x;
     linear_forward(s.x2.data(), s.att.data(), w + o.wo, n, dim, dim, 1.0f);
     rmsnorm_forward(s.n2.data(), s.rstd2.data(), s.x2.data(), w + o.rms_ffn, n, dim, eps);
@@ -143,26 +169,39 @@ void training_backward(const Model& model, const int32_t* tokens, const int32_t*
     // Attention branch: dres now holds d/dx2.
     std::fill(datt.begin(), datt.end(), 0.0f);
     linear_backward(datt.data(), dw + o.wo, dres.data(), s.att.data(), w + o.wo, n, dim, dim);
-    dk.assign(static_cast<size_t>(n * kv), 0.0f);
-    dv.assign(static_cast<size_t>(n * kv), 0.0f);
-    timed(a.attention_seconds, [&] {
-      const TensorView q = heads_view(s.q.data(), b, t, hq, hd), k = heads_view(s.k.data(), b, t, hkv, hd);
-      const TensorView v = heads_view(s.v.data(), b, t, hkv, hd), d_att = heads_view(datt.data(), b, t, hq, hd);
-      const MutTensorView d_q = heads_mut(dq.data(), b, t, hq, hd), d_k = heads_mut(dk.data(), b, t, hkv, hd);
-      const MutTensorView d_v = heads_mut(dv.data(), b, t, hkv, hd);
-      if (model.method(l).has_recurrent_state())
-        linear_attend_backward_into(q, k, v, d_att, model.method(l).linear, d_q, d_k, d_v);
-      else
-        attend_backward_into(q, k, v, heads_view(s.att.data(), b, t, hq, hd),
-                             TensorView(s.lse.data(), DType::f32, {b, hq, t}), d_att, layer_options(model, l), d_q, d_k,
-                             d_v, MutTensorView{});
-    });
-    rope_backward(model.rope(), dq.data(), a.pos.data(), n, hq);
-    rope_backward(model.rope(), dk.data(), a.pos.data(), n, hkv);
-    std::fill(dn.begin(), dn.end(), 0.0f);
-    linear_backward(dn.data(), dw + o.wq, dq.data(), s.n1.data(), w + o.wq, n, dim, dim);
-    linear_backward(dn.data(), dw + o.wk, dk.data(), s.n1.data(), w + o.wk, n, dim, kv);
-    linear_backward(dn.data(), dw + o.wv, dv.data(), s.n1.data(), w + o.wv, n, dim, kv);
+    if (model.is_mla(l)) {
+      // d_out = datt: [B, T, H, head_dim]; dx (-> dn) and every projection's gradient.
+      MlaGradients g;
+      timed(a.attention_seconds, [&] {
+        g = mla_backward(model.mla(l), model.mla_weights(l), TensorView(s.n1.data(), DType::f32, {b, t, dim}), nullptr,
+                         mla_options(model, l), TensorView(datt.data(), DType::f32, {b, t, hq, hd}));
+      });
+      for (const auto& [offset, grad] : {std::pair<int64_t, const Tensor*>{o.w_q, &g.dw_q}, {o.w_dkv, &g.dw_dkv},
+                                         {o.w_kr, &g.dw_kr}, {o.w_uk, &g.dw_uk}, {o.w_uv, &g.dw_uv}})
+        accumulate(dw + offset, *grad);
+      std::copy_n(static_cast<const float*>(g.dx.data()), n * dim, dn.begin());
+    } else {
+      dk.assign(static_cast<size_t>(n * kv), 0.0f);
+      dv.assign(static_cast<size_t>(n * kv), 0.0f);
+      timed(a.attention_seconds, [&] {
+        const TensorView q = heads_view(s.q.data(), b, t, hq, hd), k = heads_view(s.k.data(), b, t, hkv, hd);
+        const TensorView v = heads_view(s.v.data(), b, t, hkv, hd), d_att = heads_view(datt.data(), b, t, hq, hd);
+        const MutTensorView d_q = heads_mut(dq.data(), b, t, hq, hd), d_k = heads_mut(dk.data(), b, t, hkv, hd);
+        const MutTensorView d_v = heads_mut(dv.data(), b, t, hkv, hd);
+        if (model.method(l).has_recurrent_state())
+          linear_attend_backward_into(q, k, v, d_att, model.method(l).linear, d_q, d_k, d_v);
+        else
+          attend_backward_into(q, k, v, heads_view(s.att.data(), b, t, hq, hd),
+                               TensorView(s.lse.data(), DType::f32, {b, hq, t}), d_att, layer_options(model, l), d_q,
+                               d_k, d_v, MutTensorView{});
+      });
+      rope_backward(model.rope(), dq.data(), a.pos.data(), n, hq);
+      rope_backward(model.rope(), dk.data(), a.pos.data(), n, hkv);
+      std::fill(dn.begin(), dn.end(), 0.0f);
+      linear_backward(dn.data(), dw + o.wq, dq.data(), s.n1.data(), w + o.wq, n, dim, dim);
+      linear_backward(dn.data(), dw + o.wk, dk.data(), s.n1.data(), w + o.wk, n, dim, kv);
+      linear_backward(dn.data(), dw + o.wv, dv.data(), s.n1.data(), w + o.wv, n, dim, kv);
+    }
     rmsnorm_backward(dres.data(), dw + o.rms_att, dn.data(), s.x.data(), w + o.rms_att, s.rstd1.data(), n, dim);
   }
   embedding_backward(dw + model.wte(), dres.data(), tokens, n, dim);

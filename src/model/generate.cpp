@@ -11,6 +11,7 @@
 #include "attnkit/attention.hpp"
 #include "attnkit/decode.hpp"
 #include "attnkit/error.hpp"
+#include "attnkit/mla.hpp"
 #include "model/layers.hpp"
 
 namespace attnkit::model {
@@ -78,10 +79,25 @@ KvCacheConfig layer_cache_config(const ModelConfig& config, const KvCacheConfig&
   return c;
 }
 
+MlaCacheConfig layer_latent_config(const ModelConfig& config, const KvCacheConfig& cache, int64_t layer) {
+  const MlaConfig mla = layer_mla_config(config, layer);
+  check(cache.layout == KvLayout::contiguous, [&] {
+    return fmt::format("--cache: layer {} is MLA, whose latent cache is contiguous only (not paged or rolling)", layer);
+  });
+  check(cache.storage == KvStorage::f32 || cache.storage == KvStorage::bf16, [&] {
+    return fmt::format("--kv-dtype ({}): layer {} is MLA, whose latent cache stores f32 or bf16 rows",
+                       kv_storage_name(cache.storage), layer);
+  });
+  MlaCacheConfig c;
+  c.layers = 1, c.sequences = 1, c.d_c = mla.d_c, c.d_r = mla.d_r;
+  c.storage = cache.storage, c.max_tokens = cache.max_tokens;
+  return c;
+}
+
 namespace {
 
 // What the Generator keeps per layer: a token cache for softmax layers, a recurrent state
-// (one sequence) for linear-cost ones.
+// (one sequence) for linear-cost ones, a latent cache for MLA ones.
 std::vector<LayerMemorySpec> layer_specs(const Model& model, const KvCacheConfig& cache) {
   const ModelConfig& mc = model.config();
   std::vector<LayerMemorySpec> specs;
@@ -89,7 +105,9 @@ std::vector<LayerMemorySpec> layer_specs(const Model& model, const KvCacheConfig
     const LayerConfig& lc = mc.layers[l];
     const Method& m = model.method(static_cast<int64_t>(l));
     LayerMemorySpec s;
-    if (m.has_recurrent_state()) {
+    if (m.family == MethodFamily::mla) {
+      s.latent = layer_latent_config(mc, cache, static_cast<int64_t>(l));
+    } else if (m.has_recurrent_state()) {
       s.state = m.linear;
       s.batch = 1, s.q_heads = mc.n_heads, s.kv_heads = lc.kv_heads, s.dk = s.dv = mc.head_dim();
     } else {
@@ -110,7 +128,8 @@ std::vector<LayerMemorySpec> layer_specs(const Model& model, const KvCacheConfig
 
 Generator::Generator(const Model& model, const KvCacheConfig& cache)
     : model_(model), cache_cfg_(cache), memory_(layer_specs(model, cache)) {
-  for (int64_t l = 0; l < memory_.layers(); ++l) seqs_.push_back(memory_.is_state(l) ? -1 : memory_.cache(l).add_sequence());
+  for (int64_t l = 0; l < memory_.layers(); ++l)
+    seqs_.push_back(memory_.is_state(l) || memory_.is_latent(l) ? -1 : memory_.cache(l).add_sequence());
 }
 
 Generator::~Generator() = default;
@@ -194,19 +213,28 @@ void Generator::forward_chunk(std::span<const int32_t> tokens) {
     const LayerOffsets& o = model_.layer(l);
     const LayerConfig& lc = mc.layers[static_cast<size_t>(l)];
     const int64_t hkv = lc.kv_heads, kv = hkv * hd;
-    std::vector<float> k(static_cast<size_t>(t * kv)), v(k.size());
     rmsnorm_forward(n.data(), rstd.data(), x.data(), w + o.rms_att, t, dim, eps);
-    linear_forward(q.data(), n.data(), w + o.wq, t, dim, dim);
-    linear_forward(k.data(), n.data(), w + o.wk, t, dim, kv);
-    linear_forward(v.data(), n.data(), w + o.wv, t, dim, kv);
-    rope_forward(model_.rope(), q.data(), pos.data(), t, hq);
-    rope_forward(model_.rope(), k.data(), pos.data(), t, hkv);
-    if (memory_.is_state(l)) {
-      // Prompt and new tokens alike: the state takes the chunk and gives its outputs.
-      memory_.state(l).step(heads_view(q.data(), 1, t, hq, hd), heads_view(k.data(), 1, t, hkv, hd),
-                            heads_view(v.data(), 1, t, hkv, hd), heads_mut(att.data(), 1, t, hq, hd));
+    if (memory_.is_latent(l)) {
+      // Prompt and new tokens alike: n [T, dim] -> att [T, H, head_dim], positions pos_ ..
+      // pos_ + T - 1 (the cache's length after the append).
+      MlaCache& latent = memory_.latent(l);
+      latent.append(0, t);
+      mla_decode(model_.mla(l), model_.mla_weights(l), latent, 0, 0, TensorView(n.data(), DType::f32, {t, dim}),
+                 MutTensorView(att.data(), DType::f32, {t, hq, hd}));
     } else {
-      token_attention(l, t, q, k, v, att);
+      std::vector<float> k(static_cast<size_t>(t * kv)), v(k.size());
+      linear_forward(q.data(), n.data(), w + o.wq, t, dim, dim);
+      linear_forward(k.data(), n.data(), w + o.wk, t, dim, kv);
+      linear_forward(v.data(), n.data(), w + o.wv, t, dim, kv);
+      rope_forward(model_.rope(), q.data(), pos.data(), t, hq);
+      rope_forward(model_.rope(), k.data(), pos.data(), t, hkv);
+      if (memory_.is_state(l)) {
+        // Prompt and new tokens alike: the state takes the chunk and gives its outputs.
+        memory_.state(l).step(heads_view(q.data(), 1, t, hq, hd), heads_view(k.data(), 1, t, hkv, hd),
+                              heads_view(v.data(), 1, t, hkv, hd), heads_mut(att.data(), 1, t, hq, hd));
+      } else {
+        token_attention(l, t, q, k, v, att);
+      }
     }
     linear_forward(x.data(), att.data(), w + o.wo, t, dim, dim, 1.0f);
     rmsnorm_forward(n.data(), rstd.data(), x.data(), w + o.rms_ffn, t, dim, eps);

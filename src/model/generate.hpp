@@ -6,7 +6,10 @@
 // at the cost of a gather per token. Keys are rotated (RoPE) before they are stored, at
 // their absolute positions. A layer with a linear-cost method (linear, Performer, retention)
 // keeps a recurrent state instead of a cache (layer_memory.hpp), prompt and new tokens
-// alike through LinearState::step. Not for: batched generation, beam search.
+// alike through LinearState::step. An MLA layer keeps a latent cache (MlaCache, d_c + d_r
+// values per token) and runs prompt and new tokens alike through mla_decode: the chunk's
+// latent rows stored, then the absorbed form's attention over the cache (bottom-right
+// causal). Not for: batched generation, beam search.
 #pragma once
 
 #include <cstdint>
@@ -32,11 +35,17 @@ KvCacheConfig parse_cache(std::string_view cache, std::string_view kv_dtype);
 // window if smaller), so it holds sinks + window + 63 slots. For the KV-memory formulas too.
 KvCacheConfig layer_cache_config(const ModelConfig& config, const KvCacheConfig& cache, int64_t layer);
 
+// The latent cache a Generator builds for an MLA layer: one layer, one sequence, the layer's
+// d_c and d_r, `cache`'s max_tokens; storage f32 or bf16 from --kv-dtype. Throws Error naming
+// --cache when the layout is not contiguous (a latent cache is contiguous only) and
+// --kv-dtype for another storage (a latent row is read whole, unquantized).
+MlaCacheConfig layer_latent_config(const ModelConfig& config, const KvCacheConfig& cache, int64_t layer);
+
 class Generator {
  public:
   // One cache per softmax layer (layers may differ in KV heads), built from `cache` (its
-  // layout, storage and window; the shapes come from the model), and one recurrent state
-  // per linear-cost layer. Keeps a reference to model.
+  // layout, storage and window; the shapes come from the model), one recurrent state per
+  // linear-cost layer and one latent cache per MLA layer. Keeps a reference to model.
   Generator(const Model& model, const KvCacheConfig& cache);
   ~Generator();
 
@@ -54,7 +63,7 @@ class Generator {
   const Model& model_;
   KvCacheConfig cache_cfg_;
   LayerMemory memory_;
-  std::vector<int64_t> seqs_;  // [layer]: the sequence of a token cache (-1 for a state)
+  std::vector<int64_t> seqs_;  // [layer]: the sequence of a token cache (-1 for a state or latent)
   int64_t pos_ = 0;
   std::vector<float> logits_;
 };

@@ -105,6 +105,9 @@ std::string llama2c_bytes(const Model& m) {
     check(c.layers[l].kv_heads == c.layers[0].kv_heads && c.layers[l].pattern == "causal", [&] {
       return fmt::format("llama2.c format: layer {} must be causal with the same KV heads as layer 0", l);
     });
+    check(!m.is_mla(static_cast<int64_t>(l)), [&] {
+      return fmt::format("llama2.c format: layer {} is MLA, whose projections the format has no place for", l);
+    });
   }
   check(c.rope.style == RopeStyle::interleaved && c.rope.base == 10000.0 && c.rope.rotary_dim == 0 && c.norm_eps == 1e-5,
         [] { return std::string("llama2.c format: RoPE must be interleaved, base 10000, whole head; norm_eps 1e-5"); });

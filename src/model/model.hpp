@@ -6,8 +6,11 @@
 //   per layer: x += Wo attn(rope(Wq n1), rope(Wk n1), Wv n1),  n1 = rmsnorm(x)
 //              x += W2 (silu(W1 n2) * W3 n2),                 n2 = rmsnorm(x)
 //   logits = head(rmsnorm(x)),  loss = mean cross-entropy
-// Weights are f32 in llama2.c's order and layouts ([out][in] matrices). Not for:
-// generation with a KV cache (generate.hpp), the optimizer (train.hpp).
+// An MLA layer (config "mla:c=C,r=R") replaces attn(...) by mla_forward(n1) (mla.hpp: its
+// projections and RoPE on the d_r dims inside), with its own weights instead of wq, wk, wv.
+// Weights are f32 in llama2.c's order and layouts ([out][in] matrices); an MLA layer's are
+// in mla.hpp's x W layouts ([in][out]), since they are new names with no other convention
+// to meet. Not for: generation with a KV cache (generate.hpp), the optimizer (train.hpp).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "attnkit/method.hpp"
+#include "attnkit/mla.hpp"
 #include "attnkit/pattern.hpp"
 #include "attnkit/rope.hpp"
 #include "attnkit/tensor.hpp"
@@ -30,8 +34,13 @@ struct ParamRef {
   bool decay;        // matrices take weight decay; norms do not
 };
 
+// Offsets of a layer's parameters; -1 for the ones its kind has not: a softmax or
+// linear-cost layer has wq, wk, wv, an MLA layer w_q, w_dkv, w_kr, w_uk, w_uv.
 struct LayerOffsets {
-  int64_t rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3;
+  int64_t rms_att = -1, wq = -1, wk = -1, wv = -1, wo = -1, rms_ffn = -1, w1 = -1, w2 = -1, w3 = -1;
+  // MLA ("layers.L.w_q", ...), mla.hpp's layouts: w_q [dim][H][head_dim + d_r],
+  // w_dkv [dim][d_c], w_kr [dim][d_r], w_uk [H][head_dim][d_c], w_uv [H][head_dim][d_c].
+  int64_t w_q = -1, w_dkv = -1, w_kr = -1, w_uk = -1, w_uv = -1;
 };
 
 class Model {
@@ -57,6 +66,11 @@ class Model {
   const RopeCache& rope() const { return *rope_; }
   const Pattern& pattern(int64_t l) const { return patterns_[static_cast<size_t>(l)]; }  // parsed once
   const Method& method(int64_t l) const { return methods_[static_cast<size_t>(l)]; }     // parsed once
+  bool is_mla(int64_t l) const { return method(l).family == MethodFamily::mla; }
+  // An MLA layer's sizes (layer_mla_config) and its weights as views of `weights`; Error for
+  // another kind of layer.
+  const MlaConfig& mla(int64_t l) const;
+  MlaWeights mla_weights(int64_t l) const;
 
  private:
   ModelConfig config_;
@@ -66,6 +80,7 @@ class Model {
   std::shared_ptr<const RopeCache> rope_;
   std::vector<Pattern> patterns_;
   std::vector<Method> methods_;
+  std::vector<MlaConfig> mlas_;  // [layer]: meaningful for MLA layers only
 };
 
 // A [B, H, T, D] view of the rows of a [B][T][H][D] projection: what attention reads and
@@ -87,9 +102,10 @@ struct Activations {
   std::vector<Layer> layers;
   std::vector<float> x_final, n_final, rstd_final, probs, losses;
   std::vector<int64_t> pos;  // [T]: 0..T-1
-  // Wall time inside the attention kernels (attend_into, attend_backward_into) during the
-  // last training_forward and training_backward: a measurement, not model state, so the
-  // const backward may add to it.
+  // Wall time inside the attention kernels (attend_into, attend_backward_into; for an MLA
+  // layer the whole mla_forward / mla_backward, its projections included) during the last
+  // training_forward and training_backward: a measurement, not model state, so the const
+  // backward may add to it.
   mutable double attention_seconds = 0;
 };
 

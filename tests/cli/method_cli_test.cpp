@@ -99,6 +99,8 @@ TEST_F(MethodCli, BadInputGetsOneClearMessageAndExitCode2) {
   expect_error("--method retention:gamma=0", "gamma");
   expect_error("--method retention:gamma=1.5", "gamma");
   expect_error("--method linformer:k=0", "k");
+  expect_error("--method mla:c=8,r=4", "attnkit mla");  // a layer with its own weights, not f(Q, K, V)
+  expect_error("--method mla:c=8", "missing 'r='");
   // E of the wrong length: the projection must span the sequence.
   expect_error("--method linformer:k=4 --e " + save("bad_e.npy", random_tensor({1, 4, 11}, 5)), "--e");
 }
@@ -122,6 +124,7 @@ TEST(MethodBenchCli, RecordsTimeAgainstFlashAndRefusesBadOptions) {
   for (const auto& [extra, needle] : std::vector<std::pair<std::string, std::string>>{
            {"--method softmax", "softmax"},
            {"--method linformer:k=8 --pattern causal", "causal"},
+           {"--method mla:c=8,r=4", "attnkit mla"},
            {"--method linear --min-n 256 --max-n 128", "--min-n"},
            {"--method linear --decode", "--decode"},
            {"--method linear --pattern window:3,0", "--pattern"}}) {

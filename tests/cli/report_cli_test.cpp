@@ -60,7 +60,8 @@ TEST(ReportCli, QuickReportOnATinyBudget) {
   EXPECT_NE(r.output.find("report: " + d + "/out/README.md"), std::string::npos) << r.output;
   const std::string md = slurp(dir / "out/README.md");
   for (const char* section : {"## Training", "## 1. MHA, GQA and MQA", "## 2. Sliding windows", "## 3. Sparse patterns",
-                              "## 4. Cache storage", "## 5. Rolling caches", "## 6. Linear-cost families", "Reading:"})
+                              "## 4. Cache storage", "## 5. Rolling caches", "## 6. Linear-cost families", "## 7. MLA",
+                              "Reading:"})
     EXPECT_NE(md.find(section), std::string::npos) << section << "\n" << md;
   for (const char* png : {"val_loss.png", "pareto.png", "passkey.png", "attention_time.png", "performer_error.png",
                           "kv_bytes.png", "stream.png"}) {
@@ -70,7 +71,15 @@ TEST(ReportCli, QuickReportOnATinyBudget) {
     EXPECT_NE(md.find(std::string("](") + png + ")"), std::string::npos) << png;
   }
   const nlohmann::json res = nlohmann::json::parse(slurp(dir / "out/results.json"));
-  ASSERT_EQ(res["variants"].size(), 13u);  // 10 softmax variants and the linear, Performer and retention stacks
+  // 10 softmax variants, the linear, Performer and retention stacks, and the MLA stack.
+  ASSERT_EQ(res["variants"].size(), 14u);
+  const auto& mla = res["variants"][13];
+  EXPECT_EQ(mla["name"], "mla");
+  EXPECT_EQ(mla["method"], "mla:c=12,r=4");  // dim 32: a latent row of 16 values, a quarter of MHA's 64
+  ASSERT_EQ(mla["caches"].size(), 2u);
+  EXPECT_EQ(mla["caches"][1]["kv_dtype"], "bf16");
+  EXPECT_EQ(mla["caches"][0]["speed_and_memory"]["kv_bytes_per_token_steady"], 2 * 16 * 4);  // 2 layers, f32
+  EXPECT_EQ(mla["caches"][1]["speed_and_memory"]["kv_bytes_per_token_steady"], 2 * 16 * 2);
   for (const auto& v : res["variants"]) {
     EXPECT_FALSE(v["train"]["cached"].get<bool>()) << v["name"];
     EXPECT_TRUE(v["train"]["finite"].get<bool>()) << v["name"];

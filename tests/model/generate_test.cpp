@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "attnkit/error.hpp"
+#include "model/decode_testing.hpp"
 #include "model/layers.hpp"
 
 namespace attnkit::model {
@@ -71,23 +72,6 @@ TEST(Generate, QuantizedCachesStayClose) {
     EXPECT_GT(first_step, 0.0) << dtype;  // the cache really stores the format
     EXPECT_LE(first_step, 0.2) << dtype;
   }
-}
-
-// The prompt's first `prompt` tokens in one call, the rest one by one: the last logits'
-// softmax equals the training forward's over the whole sequence.
-void expect_decode_equals_training_forward(const Model& m, const std::vector<int32_t>& tokens, size_t prompt) {
-  Generator g(m, parse_cache("contiguous", "f32"));
-  g.feed(std::span<const int32_t>(tokens.data(), prompt));
-  std::vector<float> last;
-  for (size_t i = prompt; i < tokens.size(); ++i) last = g.feed(std::span<const int32_t>(&tokens[i], 1));
-  Activations acts;
-  training_forward(m, tokens.data(), tokens.data(), 1, static_cast<int64_t>(tokens.size()), acts);
-  // The training forward keeps softmax(logits); compare the decoder's softmax with it.
-  std::vector<float> probs(last.size()), loss(1);
-  const int32_t target = 0;
-  crossentropy_forward(loss.data(), probs.data(), last.data(), &target, 1, static_cast<int64_t>(last.size()));
-  const float* expect = acts.probs.data() + (tokens.size() - 1) * last.size();
-  for (size_t j = 0; j < last.size(); ++j) EXPECT_NEAR(probs[j], expect[j], 1e-5) << j;
 }
 
 TEST(Generate, PrefillAndDecodeEqualTheTrainingForward) {

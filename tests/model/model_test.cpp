@@ -110,6 +110,34 @@ TEST(ModelGradient, LinearCostLayers) {
   expect_gradient_matches(tiny(R"("layers": [{"heads": "mqa", "method": "performer:m=8,seed=2"}, {"heads": "mha"}])", false));
 }
 
+TEST(ModelGradient, MlaLayer) {
+  // An MLA layer beside a softmax one: its five projections, wo and the norm before it.
+  expect_gradient_matches(tiny(R"("layers": [{"method": "mla:c=8,r=4"}, {"heads": "gqa:2"}])"));
+  expect_gradient_matches(tiny(R"("layers": [{"heads": "mqa"}, {"method": "mla:c=6,r=2"}])", false));
+}
+
+TEST(ModelConfig, MlaLayerParametersAreCounted) {
+  const ModelConfig c = tiny(R"("layers": [{"method": "mla:c=8,r=4"}, {}])");
+  const Model m(c);
+  EXPECT_EQ(m.num_params(), c.parameter_count());
+  std::vector<std::string> names;
+  for (const ParamRef& p : m.params())
+    if (p.name.starts_with("layers.0.")) names.push_back(p.name.substr(9));
+  EXPECT_EQ(names, (std::vector<std::string>{"attention_norm", "w_q", "w_dkv", "w_kr", "w_uk", "w_uv", "wo", "ffn_norm",
+                                             "w1", "w2", "w3"}));
+  // w_q: dim -> 4 heads of head_dim 4 + d_r 4; w_uk, w_uv: [4 heads][4][d_c 8].
+  for (const ParamRef& p : m.params()) {
+    const std::pair<int64_t, int64_t> shape{p.rows, p.cols};
+    if (p.name == "layers.0.w_q") {
+      EXPECT_EQ(shape, (std::pair<int64_t, int64_t>{16, 32}));
+    } else if (p.name == "layers.0.w_uv") {
+      EXPECT_EQ(shape, (std::pair<int64_t, int64_t>{16, 8}));
+    }
+  }
+  // Each counts: 16*32 + 16*8 + 16*4 + 2 * 16*8 = 960, where wq, wk, wv held 3 * 16*16 = 768.
+  EXPECT_EQ(c.parameter_count() - tiny(R"("heads": "mha")").parameter_count(), 960 - 768);
+}
+
 std::vector<double> train_losses(const ModelConfig& c, int steps) {
   Model m(c);
   m.init_weights();

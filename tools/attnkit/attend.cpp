@@ -81,6 +81,10 @@ std::string label(std::string_view flag, const std::string& path) {
 // A linear-cost method (method.hpp): the same files in and out, no LSE (there is no
 // softmax), causal from --pattern causal, Linformer's E / F from --e / --f or its seed.
 int run_method(const AttendArgs& a, Method method) {
+  check(method.family != MethodFamily::mla, [] {
+    return std::string("--method mla: MLA is a layer with its own projections, not a function of Q, K and V; "
+                       "run it with `attnkit mla`");
+  });
   check(a.pattern == "none" || a.pattern == "causal", [&] {
     return fmt::format("--pattern (\"{}\"): --method {} takes none or causal", printable(a.pattern), method.name());
   });

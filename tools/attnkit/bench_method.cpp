@@ -139,6 +139,10 @@ void check_method_bench(const MethodBenchArgs& a) {
   for (const Method& m : methods_of(a)) {
     check(m.family != MethodFamily::softmax,
           [] { return std::string("--method softmax: bench times softmax attention without --method"); });
+    check(m.family != MethodFamily::mla, [] {
+      return std::string("--method mla: MLA is a layer with its own projections; `attnkit mla --decode` and "
+                         "bench/mla_bench time it");
+    });
     check(!(a.causal && m.family == MethodFamily::linformer),
           [] { return std::string("--method linformer is non-causal: give --pattern none"); });
   }

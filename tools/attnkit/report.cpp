@@ -1,6 +1,6 @@
 // attnkit report: the trade-off report. Trains one small model per attention variant on
-// the same data and token budget (the head-sharing variants at the same parameter count,
-// their MLP widened to pay for the smaller K / V projections), reusing models from a cache
+// the same data and token budget (the head-sharing and MLA variants at the same parameter
+// count, their MLP widened to pay for the smaller K / V projections), reusing models from a cache
 // folder keyed by config + training settings + data + code version; evaluates each with
 // every cache kind that applies (model/eval.hpp); times each attention kind's training step
 // against context; writes DIR/results.json, DIR/README.md (report_markdown.cpp) and PNG
@@ -83,7 +83,7 @@ Budget make_budget(bool quick, const model::ModelConfig& base, int64_t steps) {
 }
 
 struct Variant {
-  std::string name, label, group;  // group: heads | window | sparse | linear | probe
+  std::string name, label, group;  // group: heads | window | sparse | linear | latent | probe
   model::ModelConfig config;
   int64_t reach = 0;               // receptive field L·w in tokens; 0 when unbounded
   std::string rolling;             // the rolling cache that matches the pattern, if any
@@ -143,6 +143,12 @@ std::vector<Variant> make_variants(const model::ModelConfig& base) {
        ""},
       {"retention", "retention (RetNet decays)", "linear", uniform(base, "mha", "causal", layers, "retention"), 0, ""},
   };
+  // MLA in every layer, its latent row c + r = dim / 2 values a quarter of MHA's 2 dim per
+  // token (dim 128: c = 48, r = 16), an eighth of dim its RoPE dims; at MHA's parameter count.
+  const int64_t mla_r = std::max<int64_t>(2, base.dim / 16 * 2), mla_c = std::max<int64_t>(1, base.dim / 2 - mla_r);
+  v.push_back({"mla", fmt::format("MLA c={},r={}", mla_c, mla_r), "latent",
+               match_params(uniform(base, "mha", "causal", layers, fmt::format("mla:c={},r={}", mla_c, mla_r)), target), 0,
+               ""});
   return v;
 }
 
@@ -253,6 +259,7 @@ std::vector<CacheRun> caches_for(const Variant& v) {
             {fmt::format("rolling:w={},sinks=0", w), "f32"}};
   if (v.group == "window") return {{"contiguous", "f32"}, {v.rolling, "f32"}, {v.rolling, "int8"}};
   if (v.group == "sparse") return {{"contiguous", "f32"}, {"contiguous", "int8"}};
+  if (v.group == "latent") return {{"contiguous", "f32"}, {"contiguous", "bf16"}};  // MlaCache's storages
   return {{"contiguous", "f32"}};
 }
 
@@ -356,18 +363,23 @@ double time_attention(const Pattern& pattern, const Method& method, int64_t n, i
 
 // Training FLOPs of one attention step: the forward's visited-pair FLOPs (flops.hpp) times
 // 3.5, FlashAttention's count for forward + backward (the backward is 2.5 forwards); for a
-// linear-cost method its forward's FLOPs (linear_flops) times the same 3.5.
+// linear-cost method its forward's FLOPs (linear_flops) times the same 3.5; for MLA the
+// naive form's attention that training runs (every head's queries and keys d + d_r wide).
 double step_flops(const Pattern& p, const Method& m, int64_t n, int64_t hq, int64_t hkv, int64_t d) {
   if (m.has_recurrent_state()) return 3.5 * linear_flops(m.linear, 1, hq, hkv, n, d, d);
+  const bool mla = m.family == MethodFamily::mla;
   AttnShape shape;
-  shape.q_heads = hq, shape.kv_heads = hkv, shape.q_len = n, shape.kv_len = n, shape.d_qk = d, shape.d_v = d;
+  shape.q_heads = hq, shape.kv_heads = mla ? hq : hkv, shape.q_len = n, shape.kv_len = n;
+  shape.d_qk = d + (mla ? m.mla.rope : 0), shape.d_v = d;
   return 3.5 * count_work(shape, p.bind(n, n)).flops;
 }
 
 json timing(const std::vector<Variant>& vars, const Budget& b, double peak_gflops, Progress& progress) {
   json out = json::array();
   for (const Variant& v : vars) {
-    if (v.name == "mha-seed2" || v.group == "probe") continue;
+    // MLA has no row: its call (mla_forward) holds its projections too, so it would not
+    // time one attention kernel as the other rows do.
+    if (v.name == "mha-seed2" || v.group == "probe" || v.group == "latent") continue;
     const model::ModelConfig& c = v.config;
     const Pattern p = Pattern::parse(c.layers[0].pattern);
     const Method m = model::parse_layer_method(c.layers[0].method, "method");
@@ -399,7 +411,8 @@ json kv_designs(const std::vector<Variant>& vars) {
       {"MHA paged:16 f32", "mha", "paged:16", "f32"},
       {fmt::format("MHA rolling w={} + 4 sinks f32", w), "mha", fmt::format("rolling:w={},sinks=4", w), "f32"},
       {"linear (elu+1) recurrent state", "linear", "contiguous", "f32"},
-      {find("performer").label + " recurrent state", "performer", "contiguous", "f32"}};
+      {find("performer").label + " recurrent state", "performer", "contiguous", "f32"},
+      {find("mla").label + " latent f32", "mla", "contiguous", "f32"}};
   json out = json::array();
   for (const auto& [label, name, cache, dtype] : designs) {
     json points = json::array();

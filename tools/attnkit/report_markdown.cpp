@@ -54,6 +54,13 @@ constexpr int64_t kFar = int64_t{1} << 40;
 
 std::string percent(double x) { return std::isnan(x) ? "–" : fmt::format("{:.0f} %", 100.0 * x); }
 
+// Pass-key accuracy over every cell (whole keys); NaN without samples.
+double passkey_all(const json& v) {
+  int64_t samples = 0, correct = 0;
+  for (const json& cell : v["passkey"]) samples += cell["samples"].get<int64_t>(), correct += cell["correct"].get<int64_t>();
+  return samples > 0 ? static_cast<double>(correct) / static_cast<double>(samples) : NAN;
+}
+
 std::string ppl_cell(const json& p) {
   return fmt::format("{:.3f} ± {:.3f}", p["ppl"].get<double>(), p["ppl_err"].get<double>());
 }
@@ -90,12 +97,9 @@ void headline_section(std::string& md, const json& r) {
   for (const json& v : r["variants"]) {
     if (v["group"] == "probe") continue;
     const json& c = reference(v);
-    int64_t samples = 0, correct = 0;
-    for (const json& cell : v["passkey"]) samples += cell["samples"].get<int64_t>(), correct += cell["correct"].get<int64_t>();
     md += fmt::format("| {} | {} | {:+.2f} % | {} | {} | {:.0f} | {:.0f} |\n", v["label"].get<std::string>(),
                       ppl_cell(c["perplexity"]), pct(ppl(v), ppl(*mha)),
-                      bytes(c["speed_and_memory"]["kv_bytes_per_token_steady"].get<double>()),
-                      percent(samples > 0 ? static_cast<double>(correct) / static_cast<double>(samples) : NAN),
+                      bytes(c["speed_and_memory"]["kv_bytes_per_token_steady"].get<double>()), percent(passkey_all(v)),
                       c["speed_and_memory"]["decode_tok_s"].get<double>(), v["train"]["tok_s"].get<double>());
   }
   md += "\nKV bytes are per token in steady state (f32 cache, all layers); the sections below give every cache kind.\n\n";
@@ -378,15 +382,11 @@ void linear_section(std::string& md, const json& r) {
     if (v["group"] != "linear") continue;
     const json& c = reference(v);
     const json& s = c["speed_and_memory"];
-    int64_t samples = 0, correct = 0;
-    for (const json& cell : v["passkey"]) samples += cell["samples"].get<int64_t>(), correct += cell["correct"].get<int64_t>();
     const int64_t from = crossover(r, v["name"]);
     const double ms = longest_ms(v["name"]), flash = longest_ms("mha");
     md += fmt::format("| {} | `{}` | {} | {:+.2f} % | {} | {} | {} | {:.0f} | {:.3f} ms ({:.2f} ×) | {} | {:.0f} |\n",
                       v["label"].get<std::string>(), v["method"].get<std::string>(), ppl_cell(c["perplexity"]),
-                      pct(ppl(v), ppl(*mha)),
-                      percent(samples > 0 ? static_cast<double>(correct) / static_cast<double>(samples) : NAN),
-                      bytes(s["kv_bytes_allocated"].get<double>()), bytes(s["kv_bytes_per_token_steady"].get<double>()),
+                      pct(ppl(v), ppl(*mha)), percent(passkey_all(v)), bytes(s["kv_bytes_allocated"].get<double>()), bytes(s["kv_bytes_per_token_steady"].get<double>()),
                       s["decode_tok_s"].get<double>(), ms, flash / ms, from > 0 ? fmt::format("{}", from) : "–",
                       v["train"]["tok_s"].get<double>());
     reading += fmt::format("{}{} {:+.1f} %", reading.empty() ? "" : ", ", v["label"].get<std::string>(), pct(ppl(v), ppl(*mha)));
@@ -411,6 +411,49 @@ void linear_section(std::string& md, const json& r) {
       pf.front()["seeds"].get<int>(), slope, e1 < e0 ? "" : " — it did not fall, which needs a look");
 }
 
+void mla_section(std::string& md, const json& r) {
+  const json *mha = variant(r, "mha"), *seed2 = variant(r, "mha-seed2"), *mla = variant(r, "mla");
+  if (!mha || !mla) return;
+  md += "## 7. MLA: a latent cache at MHA's parameters\n\n";
+  md += fmt::format(
+      "Every layer is multi-head latent attention (`{}`): keys and values are up-projected per head from one latent "
+      "row per token, which is all the cache holds (d_c + d_r values; the decode reads it once for every head, in the "
+      "absorbed form), and the MLP is widened to MHA's parameter count. Training runs the naive form (flash attention "
+      "with d_qk = head_dim + d_r), decoding the absorbed one over the latent cache.\n\n",
+      (*mla)["method"].get<std::string>());
+  md += "| variant | cache | parameters | test perplexity | vs MHA | pass-key (all cells) | KV bytes/token | decode "
+        "tokens/s | KV bytes at context | allocated = formula |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const json* v : {mha, mla})
+    for (const char* dtype : {"f32", "bf16"}) {
+      const json* c = cache_row(*v, "contiguous", dtype);
+      if (!c) continue;
+      const json& s = (*c)["speed_and_memory"];
+      md += fmt::format("| {} | contiguous {} | {} | {} | {:+.2f} % | {} | {} | {:.0f} | {} | {} |\n",
+                        (*v)["label"].get<std::string>(), dtype, (*v)["params"].get<int64_t>(), ppl_cell((*c)["perplexity"]),
+                        pct((*c)["perplexity"]["ppl"].get<double>(), ppl(*mha)), percent(passkey_all(*v)),
+                        bytes(s["kv_bytes_per_token_steady"].get<double>()), s["decode_tok_s"].get<double>(),
+                        bytes(s["kv_bytes_allocated"].get<double>()),
+                        s["kv_bytes_allocated"] == s["kv_bytes_formula"] ? "yes" : "no");
+    }
+  const double mha_bytes = reference(*mha)["speed_and_memory"]["kv_bytes_per_token_steady"].get<double>();
+  const double mla_bytes = reference(*mla)["speed_and_memory"]["kv_bytes_per_token_steady"].get<double>();
+  const double gap = pct(ppl(*mla), ppl(*mha));
+  md += fmt::format("\nReading: MLA caches {} per token against MHA's {} ({:.1f} × fewer) and changes perplexity by "
+                    "{:+.2f} %",
+                    bytes(mla_bytes), bytes(mha_bytes), mha_bytes / mla_bytes, gap);
+  if (seed2) {
+    const double spread = std::abs(pct(ppl(*seed2), ppl(*mha)));
+    md += fmt::format(", {} MHA's seed spread of {:.2f} %", std::abs(gap) > spread ? "outside" : "within", spread);
+  }
+  if (const json* b = cache_row(*mla, "contiguous", "bf16"))
+    md += fmt::format("; its bf16 latent costs {:+.3f} % against the f32 one (mean KL {:.5f})",
+                      pct((*b)["perplexity"]["ppl"].get<double>(), ppl(*mla)), (*b)["divergence"]["kl_mean"].get<double>());
+  md += fmt::format(". Pass-key: MHA {}, MLA {}. MLA has no row in the attention timings (sections 3 and 6, the "
+                    "attention-time plot): its call holds its projections as well as the attention, so it would not time "
+                    "one attention kernel as the other rows do; its decode speed is in the table.\n\n",
+                    percent(passkey_all(*mha)), percent(passkey_all(*mla)));
+}
+
 }  // namespace
 
 std::string report_markdown(const json& r, const std::vector<std::string>& plots, const std::vector<std::string>& pages) {
@@ -424,6 +467,7 @@ std::string report_markdown(const json& r, const std::vector<std::string>& plots
   quant_section(md, r);
   stream_section(md, r);
   linear_section(md, r);
+  mla_section(md, r);
   if (!plots.empty()) {
     md += "## Plots\n\n";
     for (const std::string& p : plots) md += fmt::format("![{0}]({0})\n\n", p);

@@ -106,11 +106,11 @@ attnkit_add_fuzz_test(npy_fuzz 20)
 attnkit_add_fuzzer(safetensors_fuzz src/io/safetensors.cpp src/io/atomic_file.cpp)
 attnkit_add_fuzz_test(safetensors_fuzz 15)
 attnkit_add_fuzzer(model_config_fuzz src/model/config.cpp src/core/method.cpp src/pattern/pattern.cpp src/pattern/pattern_kinds.cpp
-                   src/pattern/pattern_parse.cpp src/core/rope.cpp src/core/shape.cpp src/core/tensor.cpp)
+                   src/pattern/pattern_parse.cpp src/core/rope.cpp src/core/shape.cpp src/core/tensor.cpp src/core/view_checks.cpp)
 attnkit_add_fuzz_test(model_config_fuzz 15)
 attnkit_add_fuzzer(llama2c_fuzz src/model/llama2c.cpp src/model/model.cpp src/model/config.cpp src/core/method.cpp
                    src/pattern/pattern.cpp src/pattern/pattern_kinds.cpp src/pattern/pattern_parse.cpp src/core/rope.cpp
-                   src/core/shape.cpp src/core/tensor.cpp src/io/atomic_file.cpp)
+                   src/core/shape.cpp src/core/tensor.cpp src/core/view_checks.cpp src/io/atomic_file.cpp)
 attnkit_add_fuzz_test(llama2c_fuzz 15)
 attnkit_add_fuzzer(tokenizer_fuzz src/model/tokenizer.cpp src/ref/tokenizer_ref.cpp src/io/atomic_file.cpp)
 attnkit_add_fuzz_test(tokenizer_fuzz 15)

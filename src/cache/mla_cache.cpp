@@ -8,21 +8,19 @@
 #include <fmt/format.h>
 
 #include "attnkit/mla.hpp"
+#include "core/view_checks.hpp"
 
 namespace attnkit {
 
 namespace {
-void check_range(int64_t v, int64_t lo, int64_t hi, const char* name) {
-  check(v >= lo && v <= hi, [&] { return fmt::format("{} ({}) must be in [{}, {}]", name, v, lo, hi); });
-}
 DType storage_dtype(KvStorage s) { return s == KvStorage::f32 ? DType::f32 : DType::bf16; }
 }  // namespace
 
 void MlaCacheConfig::validate() const {
-  check_range(layers, 1, kMaxKvLayers, "layers");
-  check_range(sequences, 1, kMaxKvBatch, "sequences");
-  check_range(d_c, 1, kMaxHeadDim, "d_c");
-  check_range(d_r, 0, kMaxHeadDim, "d_r");
+  check_in_range(layers, 1, kMaxKvLayers, "layers");
+  check_in_range(sequences, 1, kMaxKvBatch, "sequences");
+  check_in_range(d_c, 1, kMaxHeadDim, "d_c");
+  check_in_range(d_r, 0, kMaxHeadDim, "d_r");
   check(d_c + d_r <= kMaxHeadDim, [&] {
     return fmt::format("d_c + d_r ({} + {}) exceeds the head-dim limit {}", d_c, d_r, kMaxHeadDim);
   });
@@ -30,7 +28,7 @@ void MlaCacheConfig::validate() const {
     return fmt::format("storage ({}) must be f32 or bf16 for an MLA latent cache (its rows are read whole)",
                        kv_storage_name(storage));
   });
-  check_range(max_tokens, 0, kMaxSeqLen, "max_tokens");
+  check_in_range(max_tokens, 0, kMaxSeqLen, "max_tokens");
   // One sequence's block must be addressable: layers * capacity * width * 4 bytes.
   const int64_t most = max_tokens > 0 ? max_tokens : kMaxSeqLen;
   check(static_cast<double>(layers) * static_cast<double>(most) * static_cast<double>(width()) * 4 < 0x1p62, [&] {

@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 
 #include "attnkit/error.hpp"
+#include "attnkit/mla.hpp"
+#include "core/view_checks.hpp"
 #include "attnkit/shape.hpp"
 
 namespace attnkit {
@@ -380,6 +382,32 @@ MlaMethod parse_mla_method(std::string_view spec) {
 }
 
 }  // namespace
+
+// ---- mla.hpp's shapes (a model layer's "mla:c=C,r=R" is checked with them) ----
+
+void MlaConfig::validate() const {
+  check_in_range(heads, 1, kMaxMlaHeads, "heads");
+  check_in_range(d_model, 1, kMaxMlaModel, "d_model");
+  check_in_range(d_c, 1, kMaxHeadDim, "d_c");
+  check_in_range(d_nope, 1, kMaxHeadDim, "d_nope");
+  check_in_range(d_v, 1, kMaxHeadDim, "d_v");
+  check_in_range(d_r, 2, kMaxHeadDim, "d_r");
+  check(d_r % 2 == 0, [&] { return fmt::format("d_r ({}) must be even: RoPE turns pairs of channels", d_r); });
+  check(d_c + d_r <= kMaxHeadDim, [&] {
+    return fmt::format("d_c + d_r ({} + {}) exceeds the head-dim limit {} (the absorbed form's query width)", d_c,
+                       d_r, kMaxHeadDim);
+  });
+  check(d_nope + d_r <= kMaxHeadDim, [&] {
+    return fmt::format("d_nope + d_r ({} + {}) exceeds the head-dim limit {}", d_nope, d_r, kMaxHeadDim);
+  });
+  try {
+    rope.validate(d_r);
+  } catch (const Error& e) {
+    throw Error(fmt::format("rope (over the d_r = {} RoPE dims): {}", d_r, e.what()));
+  }
+  check(std::isnan(scale) || (std::isfinite(scale) && scale > 0),
+        [&] { return fmt::format("scale ({}) must be finite and > 0 (NaN: 1/sqrt(d_nope + d_r))", scale); });
+}
 
 // ---- every method ----
 

@@ -1,5 +1,5 @@
-// Argument checks every entry point applies to the views it is given (attend(), the
-// linear-cost methods, Linformer): one message for one rule. Throws Error naming `name`.
+// Argument checks every entry point applies to what it is given (attend(), the linear-cost
+// methods, Linformer, MLA): one message for one rule. Throws Error naming `name`.
 #pragma once
 
 #include <initializer_list>
@@ -8,6 +8,9 @@
 #include "attnkit/tensor.hpp"
 
 namespace attnkit {
+
+// lo <= v <= hi.
+void check_in_range(int64_t v, int64_t lo, int64_t hi, const char* name);
 
 // t must have exactly the shape `want`; `layout` names its dimensions ("[B, Hq, Nq, Dv]").
 void expect_dims(const TensorView& t, const std::vector<int64_t>& want, const char* name, const char* layout);

@@ -14,6 +14,7 @@
 
 #include "attnkit/attention.hpp"
 #include "attnkit/backward.hpp"
+#include "core/view_checks.hpp"
 #include "kernels/mla_internal.hpp"
 
 namespace attnkit {
@@ -26,50 +27,14 @@ MlaForm parse_mla_form(std::string_view name) {
   throw Error(fmt::format("MLA form '{}' is not one of naive, absorbed", printable(name)));
 }
 
-namespace {
-void check_range(int64_t v, int64_t lo, int64_t hi, const char* name) {
-  check(v >= lo && v <= hi, [&] { return fmt::format("{} ({}) must be in [{}, {}]", name, v, lo, hi); });
-}
-
-void expect_shape(const TensorView& t, const std::vector<int64_t>& want, const char* name, const char* layout) {
-  check(t.rank() == static_cast<int>(want.size()) && t.shape() == want, [&] {
-    return fmt::format("{} must have shape {} = [{}], got {}", name, layout, fmt::join(want, ", "),
-                       t.rank() == 0 ? std::string("no tensor") : t.shape_string());
-  });
-}
-}  // namespace
-
-void MlaConfig::validate() const {
-  check_range(heads, 1, kMaxMlaHeads, "heads");
-  check_range(d_model, 1, kMaxMlaModel, "d_model");
-  check_range(d_c, 1, kMaxHeadDim, "d_c");
-  check_range(d_nope, 1, kMaxHeadDim, "d_nope");
-  check_range(d_v, 1, kMaxHeadDim, "d_v");
-  check_range(d_r, 2, kMaxHeadDim, "d_r");
-  check(d_r % 2 == 0, [&] { return fmt::format("d_r ({}) must be even: RoPE turns pairs of channels", d_r); });
-  check(d_c + d_r <= kMaxHeadDim, [&] {
-    return fmt::format("d_c + d_r ({} + {}) exceeds the head-dim limit {} (the absorbed form's query width)", d_c,
-                       d_r, kMaxHeadDim);
-  });
-  check(d_nope + d_r <= kMaxHeadDim, [&] {
-    return fmt::format("d_nope + d_r ({} + {}) exceeds the head-dim limit {}", d_nope, d_r, kMaxHeadDim);
-  });
-  try {
-    rope.validate(d_r);
-  } catch (const Error& e) {
-    throw Error(fmt::format("rope (over the d_r = {} RoPE dims): {}", d_r, e.what()));
-  }
-  check(std::isnan(scale) || (std::isfinite(scale) && scale > 0),
-        [&] { return fmt::format("scale ({}) must be finite and > 0 (NaN: 1/sqrt(d_nope + d_r))", scale); });
-}
 
 void MlaWeights::validate(const MlaConfig& c) const {
   c.validate();
-  expect_shape(w_q, {c.d_model, c.heads, c.d_qk()}, "w_q", "[d_model, H, d_nope + d_r]");
-  expect_shape(w_dkv, {c.d_model, c.d_c}, "w_dkv", "[d_model, d_c]");
-  expect_shape(w_kr, {c.d_model, c.d_r}, "w_kr", "[d_model, d_r]");
-  expect_shape(w_uk, {c.heads, c.d_nope, c.d_c}, "w_uk", "[H, d_nope, d_c]");
-  expect_shape(w_uv, {c.heads, c.d_v, c.d_c}, "w_uv", "[H, d_v, d_c]");
+  expect_dims(w_q, {c.d_model, c.heads, c.d_qk()}, "w_q", "[d_model, H, d_nope + d_r]");
+  expect_dims(w_dkv, {c.d_model, c.d_c}, "w_dkv", "[d_model, d_c]");
+  expect_dims(w_kr, {c.d_model, c.d_r}, "w_kr", "[d_model, d_r]");
+  expect_dims(w_uk, {c.heads, c.d_nope, c.d_c}, "w_uk", "[H, d_nope, d_c]");
+  expect_dims(w_uv, {c.heads, c.d_v, c.d_c}, "w_uv", "[H, d_v, d_c]");
 }
 
 namespace mla {
@@ -298,7 +263,7 @@ void mla_forward(const MlaConfig& cfg, const MlaWeights& w, const TensorView& x,
                  const MlaOptions& opts, const MutTensorView& out) {
   w.validate(cfg);
   const mla::Rows rows = mla::check_rows(cfg, x, positions);
-  expect_shape(out, {rows.b, rows.n, cfg.heads, cfg.d_v}, "out", "[B, N, H, d_v]");
+  expect_dims(out, {rows.b, rows.n, cfg.heads, cfg.d_v}, "out", "[B, N, H, d_v]");
   if (rows.count() == 0) return;
   const mla::Weights32 w32(w);
   mla::Forward f = mla::run_forward(cfg, w32, rows, opts);
@@ -315,7 +280,7 @@ MlaGradients mla_backward(const MlaConfig& cfg, const MlaWeights& w, const Tenso
   using mla::gemm;
   w.validate(cfg);
   const mla::Rows rows = mla::check_rows(cfg, x, positions);
-  expect_shape(d_out, {rows.b, rows.n, cfg.heads, cfg.d_v}, "d_out", "[B, N, H, d_v]");
+  expect_dims(d_out, {rows.b, rows.n, cfg.heads, cfg.d_v}, "d_out", "[B, N, H, d_v]");
   const int64_t H = cfg.heads, R = rows.count(), B = rows.b, N = rows.n;
   const int64_t dqk = cfg.d_qk(), wl = cfg.latent_width(), dc = cfg.d_c, dv = cfg.d_v, dn = cfg.d_nope;
   MlaGradients g{Tensor(DType::f32, {B, N, cfg.d_model}), Tensor(DType::f32, {cfg.d_model, H, dqk}),

@@ -154,11 +154,12 @@ TEST(Linformer, BackwardMatchesReferenceEverySharingHeadLayoutAndDtype) {
 }
 
 // E K sums over all n positions in f32: the long sums are where precision would go.
+// Projections summing 16K positions, in both input types; the backward's sums over the
+// sequence once, in f32 (its bf16 path is the same code after the conversion, covered above).
 TEST(Linformer, LongSequences) {
-  for (DType dtype : {DType::f32, DType::bf16}) {
+  for (DType dtype : {DType::f32, DType::bf16})
     expect_forward_within_rule({1, 2, 1, 16384, 32, 16, 16, LinformerSharing::headwise, dtype});
-    expect_backward_within_rule({1, 2, 1, 4096, 64, 32, 32, LinformerSharing::kv, dtype});
-  }
+  expect_backward_within_rule({1, 2, 1, 4096, 64, 32, 32, LinformerSharing::kv, DType::f32});
 }
 
 // The loss sum(dO o O) of the f64 reference; its gradient is the backward's.
